@@ -1,0 +1,32 @@
+# The README's two commands: `make demo` and `make test`. Both create or reuse
+# a virtual environment, install the package, and then run the main job or the tests.
+PYTHON ?= python3
+VENV ?= .venv
+# Pinned here, not in pyproject: on CPU-only machines this version resolves to a
+# local CPU build; elsewhere the same line brings the CUDA build.
+TORCH ?= torch==2.13.0
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.arches-installed
+
+.PHONY: setup demo test clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+
+$(STAMP): $(BIN)/python pyproject.toml
+	$(BIN)/python -m pip install -q "$(TORCH)"
+	$(BIN)/python -m pip install -q -e ".[dev]"
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+demo: setup
+	$(BIN)/arches data prepare
+
+test: setup
+	HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 $(BIN)/python -m pytest -q tests; \
+	  rc=$$?; if [ $$rc -eq 5 ]; then echo "pytest collected no tests: failing" >&2; exit 1; fi; exit $$rc
+
+clean:
+	rm -rf $(VENV) *.egg-info

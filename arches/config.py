@@ -1,0 +1,73 @@
+"""Finding and composing the Hydra config tree in `sweeps/`.
+
+`sweeps` is shipped as a package so the same tree is found from a checkout
+and from an installed distribution. Group choices are checked before Hydra
+sees them, so an unknown preset gets one line with the valid names and the
+closest one, rather than Hydra's multi-line exception.
+"""
+
+from __future__ import annotations
+
+from importlib import resources
+from pathlib import Path
+
+from omegaconf import DictConfig, OmegaConf
+
+from arches.errors import UserError, unknown
+
+CONFIG_NAME = "config"
+
+
+def sweeps_dir() -> Path:
+    return Path(str(resources.files("sweeps")))
+
+
+def group_choices(group: str) -> list[str]:
+    folder = sweeps_dir() / group
+    if not folder.is_dir():
+        return []
+    return sorted(p.stem for p in folder.glob("*.yaml"))
+
+
+def config_groups() -> list[str]:
+    return sorted(p.name for p in sweeps_dir().iterdir() if p.is_dir() and not p.name.startswith("_"))
+
+
+def check_overrides(overrides: list[str]) -> None:
+    """Raise UserError for a group override naming a config that does not exist."""
+    groups = set(config_groups())
+    for override in overrides:
+        if "=" not in override:
+            raise UserError(f"override '{override}' is not key=value; e.g. arch=gpt size=tiny")
+        key, value = override.split("=", 1)
+        key = key.lstrip("+~")
+        if key in groups and value not in ("", "null"):
+            # a Hydra sweep list (`-m arch=gpt,bert`) names several choices
+            for choice in value.split(","):
+                if choice not in group_choices(key):
+                    raise unknown(key, choice, group_choices(key))
+
+
+def compose(overrides: list[str] | None = None, config_name: str = CONFIG_NAME) -> DictConfig:
+    """The resolved-able config for these overrides (Hydra's compose API)."""
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
+    overrides = list(overrides or [])
+    check_overrides(overrides)
+    GlobalHydra.instance().clear()
+    try:
+        with initialize_config_dir(config_dir=str(sweeps_dir()), version_base=None):
+            cfg = hydra_compose(config_name=config_name, overrides=overrides)
+    except (HydraException, OmegaConfBaseException) as error:
+        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise UserError(f"bad override: {first}") from error
+    return cfg
+
+
+def to_container(cfg: DictConfig) -> dict:
+    """The fully resolved config as plain Python (what a run folder records)."""
+    return OmegaConf.to_container(cfg, resolve=True)  # type: ignore[return-value]

@@ -1,0 +1,84 @@
+"""Multi-head (grouped/multi-query) attention through `scaled_dot_product_attention`,
+so the flash and memory-efficient kernels apply when no dense bias is needed."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from arches.core.config import ModelConfig
+from arches.core.positions import apply_rope
+
+
+@dataclass
+class KVCache:
+    """Keys and values seen so far, one (k, v) per layer, for incremental decoding."""
+
+    layers: dict[int, tuple[torch.Tensor, torch.Tensor]] = field(default_factory=dict)
+
+    def update(self, layer: int, keys: torch.Tensor, values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        if layer in self.layers:
+            old_keys, old_values = self.layers[layer]
+            keys = torch.cat([old_keys, keys], dim=2)
+            values = torch.cat([old_values, values], dim=2)
+        self.layers[layer] = (keys, values)
+        return keys, values
+
+    @property
+    def length(self) -> int:
+        return next(iter(self.layers.values()))[0].shape[2] if self.layers else 0
+
+
+@dataclass
+class AttentionInputs:
+    """What a self-attention layer needs besides x, computed once per forward."""
+
+    mask: torch.Tensor | None = None  # bool (B|1, 1, T, S), True = attend
+    is_causal: bool = False  # use SDPA's causal kernel instead of a mask
+    rope: tuple[torch.Tensor, torch.Tensor] | None = None  # cos, sin for the queries (B, 1, T, r)
+    rope_keys: tuple[torch.Tensor, torch.Tensor] | None = None  # for the new keys; = rope if None
+    bias: torch.Tensor | None = None  # additive (B, H, T, S), e.g. ALiBi
+    cache: KVCache | None = None
+
+
+class Attention(nn.Module):
+    def __init__(self, cfg: ModelConfig, layer_index: int = 0, cross: bool = False) -> None:
+        super().__init__()
+        self.n_heads, self.n_kv_heads, self.head_dim = cfg.n_heads, cfg.n_kv_heads, cfg.head_dim
+        self.layer_index = layer_index
+        self.cross = cross
+        self.q_proj = nn.Linear(cfg.d_model, cfg.n_heads * cfg.head_dim, bias=cfg.bias)
+        self.kv_proj = nn.Linear(cfg.d_model, 2 * cfg.n_kv_heads * cfg.head_dim, bias=cfg.bias)
+        self.out_proj = nn.Linear(cfg.n_heads * cfg.head_dim, cfg.d_model, bias=cfg.bias)
+        self.dropout = cfg.dropout
+
+    def forward(self, x: torch.Tensor, inputs: AttentionInputs, memory: torch.Tensor | None = None) -> torch.Tensor:
+        batch, length, _ = x.shape
+        source = memory if self.cross else x
+        q = self.q_proj(x).view(batch, length, self.n_heads, self.head_dim).transpose(1, 2)  # (B, H, T, hd)
+        k, v = self.kv_proj(source).view(batch, source.shape[1], 2, self.n_kv_heads, self.head_dim).unbind(2)
+        k, v = k.transpose(1, 2), v.transpose(1, 2)  # (B, Hkv, S, hd)
+        if inputs.rope is not None and not self.cross:
+            q = apply_rope(q, *inputs.rope)
+            k = apply_rope(k, *(inputs.rope_keys or inputs.rope))
+        if inputs.cache is not None and not self.cross:
+            k, v = inputs.cache.update(self.layer_index, k, v)
+        if self.n_kv_heads != self.n_heads:  # grouped / multi-query: share each kv head
+            repeat = self.n_heads // self.n_kv_heads
+            k, v = k.repeat_interleave(repeat, dim=1), v.repeat_interleave(repeat, dim=1)
+        mask = inputs.mask
+        if inputs.bias is not None:
+            bias = inputs.bias.to(q.dtype)
+            if mask is not None:
+                bias = bias.masked_fill(~mask, float("-inf"))
+            elif inputs.is_causal:
+                bias = bias.masked_fill(~torch.ones(length, k.shape[2], dtype=torch.bool, device=q.device).tril(k.shape[2] - length), float("-inf"))
+            mask = bias
+        is_causal = inputs.is_causal and mask is None
+        out = F.scaled_dot_product_attention(
+            q, k, v, attn_mask=mask, is_causal=is_causal, dropout_p=self.dropout if self.training else 0.0
+        )  # (B, H, T, hd)
+        return self.out_proj(out.transpose(1, 2).reshape(batch, length, self.n_heads * self.head_dim))

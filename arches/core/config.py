@@ -1,0 +1,100 @@
+"""`ModelConfig`: the typed, self-validating shape and knobs of every model.
+
+Derivations and validation happen in `__post_init__` (as litgpt's Config does),
+so an impossible model fails at construction with a message that names the key
+and the valid values.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+
+from arches.errors import UserError, closest
+
+POSITIONS = ("learned", "rope", "alibi", "none", "glm2d")
+NORMS = ("layernorm", "rmsnorm")
+NORM_PLACEMENTS = ("pre", "post")
+ACTIVATIONS = ("gelu", "relu", "swiglu", "geglu")
+GATED_ACTIVATIONS = ("swiglu", "geglu")
+
+
+def _choice(key: str, value: Any, valid: tuple[str, ...]) -> None:
+    if value not in valid:
+        raise UserError(f"model.{key}={value!r} is not valid; choose one of: {', '.join(valid)}.{closest(str(value), valid)}")
+
+
+@dataclass
+class ModelConfig:
+    vocab_size: int = 8192
+    d_model: int = 256
+    n_layers: int = 4
+    n_heads: int = 4
+    n_kv_heads: int | None = None  # None: = n_heads (multi-head); 1: multi-query (Falcon)
+    d_ff: int | None = None  # None: 4*d_model, or 2/3 of that for gated units (Shazeer 2020)
+    max_len: int = 512
+    dropout: float = 0.0
+    bias: bool = True
+    tie_embeddings: bool = True
+    # --- the seed's knobs, orthogonal to family ---
+    position: str = "learned"  # learned | rope | alibi | none | glm2d (GLM only)
+    rotary_pct: float = 1.0  # fraction of each head rotated by RoPE (GPT-NeoX: 0.25)
+    rope_base: float = 10000.0
+    parallel_block: bool = False  # GPT-J / GPT-NeoX: attention and MLP side by side
+    embed_norm: bool = False  # BLOOM: LayerNorm right after the embedding
+    norm: str = "layernorm"
+    norm_placement: str = "pre"
+    activation: str = "gelu"
+    norm_eps: float = 1e-5
+    init_std: float = 0.02
+
+    def __post_init__(self) -> None:
+        _choice("position", self.position, POSITIONS)
+        _choice("norm", self.norm, NORMS)
+        _choice("norm_placement", self.norm_placement, NORM_PLACEMENTS)
+        _choice("activation", self.activation, ACTIVATIONS)
+        for key in ("vocab_size", "d_model", "n_layers", "n_heads", "max_len"):
+            if not isinstance(getattr(self, key), int) or getattr(self, key) < 1:
+                raise UserError(f"model.{key}={getattr(self, key)!r} must be a positive integer")
+        if self.d_model % self.n_heads:
+            raise UserError(
+                f"model.n_heads={self.n_heads} does not divide model.d_model={self.d_model}; "
+                f"pick n_heads among the divisors of d_model"
+            )
+        if self.n_kv_heads is None:
+            self.n_kv_heads = self.n_heads
+        if self.n_kv_heads < 1 or self.n_heads % self.n_kv_heads:
+            raise UserError(f"model.n_kv_heads={self.n_kv_heads} must divide model.n_heads={self.n_heads}")
+        if not 0.0 < self.rotary_pct <= 1.0:
+            raise UserError(f"model.rotary_pct={self.rotary_pct} must be in (0, 1]")
+        if self.position == "rope" and self.rotary_dim < 2:
+            raise UserError(f"model.rotary_pct={self.rotary_pct} rotates fewer than 2 of {self.head_dim} head dims; raise it")
+        if not 0.0 <= self.dropout < 1.0:
+            raise UserError(f"model.dropout={self.dropout} must be in [0, 1)")
+        if self.d_ff is None:
+            hidden = 4 * self.d_model
+            if self.activation in GATED_ACTIVATIONS:
+                # keep the MLP's parameters equal to the ungated 4d one (Shazeer 2020, §2)
+                hidden = 8 * ((2 * hidden // 3 + 7) // 8)
+            self.d_ff = hidden
+
+    @property
+    def head_dim(self) -> int:
+        return self.d_model // self.n_heads
+
+    @property
+    def rotary_dim(self) -> int:
+        # an even number of dims, as rotate-half pairs them
+        return int(self.head_dim * self.rotary_pct) // 2 * 2
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> ModelConfig:
+        names = [f.name for f in dataclasses.fields(cls)]
+        for key in values:
+            if key not in names:
+                raise UserError(f"unknown model key '{key}'; valid: {', '.join(names)}.{closest(key, names)}")
+        return cls(**values)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)

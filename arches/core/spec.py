@@ -1,0 +1,35 @@
+"""`FamilySpec`: what a family file exports (DESIGN.md, "Interfaces")."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from torch import nn
+
+from arches.core.config import ModelConfig
+
+
+@dataclass(frozen=True)
+class FamilySpec:
+    """A family's bundle: its model, its objective and its scorer.
+
+    - `build(model_cfg, arch)` -> the model, whose `forward(batch) -> (logits, loss)`;
+      `arch` is the preset's mapping (objective settings).
+    - `collate(arch, specials, seq_len)` -> the objective: list of windows -> batch.
+    - `scorer(model, tokenizer, arch)` -> a Scorer for lm-eval (evaluation issue).
+    - `input_len(arch, seq_len)` -> the longest sequence the model sees for a window,
+      which `max_len` must cover.
+    - `flops_per_token(model_cfg, arch, seq_len)` -> analytic training FLOPs per window token.
+    - `objectives`: the objective names this family accepts; `positions` the allowed positions.
+    """
+
+    name: str
+    build: Callable[[ModelConfig, dict], nn.Module]
+    collate: Callable[..., Callable[[list[dict]], dict]]
+    input_len: Callable[[dict, int], int]
+    flops_per_token: Callable[[ModelConfig, dict, int], float]
+    objectives: tuple[str, ...]
+    positions: tuple[str, ...] = ("learned", "rope", "alibi", "none")
+    scorer: Callable[..., Any] | None = None

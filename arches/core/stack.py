@@ -1,0 +1,151 @@
+"""Embeddings, the stack of blocks, and the LM head: the model body every family shares.
+
+A family differs only by the tokens, mask and position ids it feeds in
+(`forward(tokens, mask=..., position_ids=..., ...)`), never by a mode flag here.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from arches.core import masks
+from arches.core.attention import AttentionInputs, KVCache
+from arches.core.block import Block, make_norm
+from arches.core.config import ModelConfig
+from arches.core.positions import alibi_bias, alibi_slopes, rope_cos_sin
+from arches.errors import UserError
+
+IGNORE_INDEX = -100
+
+
+class Embeddings(nn.Module):
+    """Token embedding, plus learned absolute positions (GPT, BERT) or GLM's 2D
+    positions (Du et al. 2022 §2.3: a position id and a block position id, each with
+    its own learned table), then BLOOM's optional embedding LayerNorm."""
+
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        self.max_len = cfg.max_len
+        self.tokens = nn.Embedding(cfg.vocab_size, cfg.d_model)
+        learned = cfg.position in ("learned", "glm2d")
+        self.positions = nn.Embedding(cfg.max_len, cfg.d_model) if learned else None
+        self.block_positions = nn.Embedding(cfg.max_len, cfg.d_model) if cfg.position == "glm2d" else None
+        self.norm = make_norm(cfg) if cfg.embed_norm else None  # BLOOM (Scao et al. 2022 §3.2.3)
+        self.dropout = nn.Dropout(cfg.dropout)
+
+    def forward(
+        self, tokens: torch.Tensor, position_ids: torch.Tensor, block_position_ids: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        x = self.tokens(tokens)  # (B, T, D)
+        if self.positions is not None:
+            if int(position_ids.max()) >= self.max_len:
+                raise UserError(
+                    f"position {int(position_ids.max())} is past the model's max_len={self.max_len}; "
+                    f"use shorter inputs or a size with a larger max_len"
+                )
+            x = x + self.positions(position_ids)
+        if self.block_positions is not None:
+            if block_position_ids is None:
+                block_position_ids = torch.zeros_like(position_ids)
+            x = x + self.block_positions(block_position_ids)
+        if self.norm is not None:
+            x = self.norm(x)
+        return self.dropout(x)
+
+
+class Transformer(nn.Module):
+    """Embeddings -> blocks -> final norm. With `cross_attention` each block also
+    attends to `memory` (T5's decoder); `embeddings` may be shared (T5 shares them)."""
+
+    def __init__(self, cfg: ModelConfig, cross_attention: bool = False, embeddings: Embeddings | None = None) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.embed = embeddings if embeddings is not None else Embeddings(cfg)
+        self.blocks = nn.ModuleList(Block(cfg, i, cross_attention) for i in range(cfg.n_layers))
+        # post-norm blocks end in a norm already
+        self.final_norm = make_norm(cfg) if cfg.norm_placement == "pre" else nn.Identity()
+        if cfg.position == "alibi":
+            self.register_buffer("alibi_slopes", alibi_slopes(cfg.n_heads), persistent=False)
+
+    def forward(
+        self,
+        tokens: torch.Tensor,
+        *,
+        mask: torch.Tensor | None = None,
+        is_causal: bool = False,
+        position_ids: torch.Tensor | None = None,
+        block_position_ids: torch.Tensor | None = None,
+        memory: torch.Tensor | None = None,
+        memory_mask: torch.Tensor | None = None,
+        cache: KVCache | None = None,
+    ) -> torch.Tensor:
+        batch, length = tokens.shape
+        offset = cache.length if cache is not None else 0
+        default_positions = torch.arange(offset, offset + length, device=tokens.device).expand(batch, length)
+        if position_ids is None:
+            position_ids = default_positions
+        if offset and is_causal and length > 1:
+            # SDPA's is_causal aligns to the top-left; with cached keys spell the mask out
+            mask = masks.combine(mask, masks.causal(offset + length, tokens.device)[offset:])
+            is_causal = False
+        if mask is not None:
+            mask = masks.with_self(mask)
+        inputs = AttentionInputs(mask=mask, is_causal=is_causal, cache=cache)
+        if self.cfg.position == "rope":
+            inputs.rope = rope_cos_sin(position_ids, self.cfg.rotary_dim, self.cfg.rope_base)
+        elif self.cfg.position == "alibi":
+            key_positions = position_ids
+            if offset:  # cached keys sit at the default positions before this chunk
+                key_positions = torch.arange(offset + length, device=tokens.device).expand(batch, -1)
+            inputs.bias = alibi_bias(self.alibi_slopes, position_ids, key_positions)
+        memory_inputs = AttentionInputs(mask=memory_mask) if memory is not None else None
+        x = self.embed(tokens, position_ids, block_position_ids)
+        for block in self.blocks:
+            x = block(x, inputs, memory, memory_inputs)
+        return self.final_norm(x)
+
+
+class LMHead(nn.Module):
+    """Hidden states -> vocabulary logits, tied to the token embedding unless asked not to be."""
+
+    def __init__(self, cfg: ModelConfig, embeddings: Embeddings) -> None:
+        super().__init__()
+        self.embeddings = [embeddings]  # a list, so the tied weight is not registered twice
+        self.proj = None if cfg.tie_embeddings else nn.Linear(cfg.d_model, cfg.vocab_size, bias=False)
+
+    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
+        if self.proj is None:
+            return F.linear(hidden, self.embeddings[0].tokens.weight)
+        return self.proj(hidden)
+
+
+def lm_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Mean cross-entropy over the positions whose label is not IGNORE_INDEX (in fp32)."""
+    return F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), labels.reshape(-1), ignore_index=IGNORE_INDEX)
+
+
+def init_weights(model: nn.Module, cfg: ModelConfig) -> None:
+    """N(0, 0.02) everywhere; residual output projections scaled by 1/sqrt(2 n_layers)
+    (Radford et al. 2019, GPT-2 §2.3)."""
+    residual_std = cfg.init_std / math.sqrt(2 * cfg.n_layers)
+    for name, module in model.named_modules():
+        if isinstance(module, nn.Linear):
+            is_residual_out = name.endswith("out_proj") or name.endswith("mlp.down")
+            nn.init.normal_(module.weight, std=residual_std if is_residual_out else cfg.init_std)
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
+        elif isinstance(module, nn.Embedding):
+            nn.init.normal_(module.weight, std=cfg.init_std)
+
+
+def parameter_counts(model: nn.Module) -> dict[str, int]:
+    """Total and non-embedding parameters (Kaplan et al. 2020 count the latter):
+    token and position tables, and an untied output projection, are embeddings."""
+    total = sum(p.numel() for p in model.parameters())
+    embedding = sum(m.weight.numel() for m in model.modules() if isinstance(m, nn.Embedding))
+    embedding += sum(m.proj.weight.numel() for m in model.modules() if isinstance(m, LMHead) and m.proj is not None)
+    return {"total": total, "non_embedding": total - embedding}

@@ -1,0 +1,162 @@
+"""The decoder family: GPT-style causal LMs, and the non-causal (prefix-LM) decoder.
+
+Objectives (Wang et al. 2022, "What Language Model Architecture and Pretraining
+Objective Work Best for Zero-Shot Generalization?", §3):
+- `lm`: full language modeling, next-token loss everywhere (CD:FLM).
+- `prefix_lm`: a random split point; loss only after it. With `prefix_lm: true`
+  attention is bidirectional over the prefix (ND:PLM, Raffel et al. 2020 §3.2.1).
+- `span_corruption`: T5's inputs and targets concatenated, loss on the targets
+  (CD:MLM; with `prefix_lm: true`, bidirectional over the inputs: ND:MLM).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+import torch
+from torch import nn
+
+from arches.core import FamilySpec, LMHead, ModelConfig, Transformer, masks
+from arches.core.flops import (
+    TRAINING_MULTIPLIER,
+    causal_mean_context,
+    head_flops,
+    layer_forward_flops,
+    prefix_mean_context,
+)
+from arches.core.noise import pad_labels, pad_stack, random_spans_noise_mask, span_corrupt, span_counts
+from arches.core.stack import IGNORE_INDEX, init_weights, lm_loss
+from arches.errors import UserError
+from arches.tokenizer import Specials
+
+OBJECTIVES = ("lm", "prefix_lm", "span_corruption")
+
+
+class DecoderLM(nn.Module):
+    def __init__(self, cfg: ModelConfig, non_causal_prefix: bool = False) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.non_causal_prefix = non_causal_prefix
+        self.body = Transformer(cfg)
+        self.head = LMHead(cfg, self.body.embed)
+        init_weights(self, cfg)
+
+    def attention_mask(self, batch: dict[str, torch.Tensor], length: int) -> tuple[torch.Tensor | None, bool]:
+        """The causal mask (or the prefix mask for the non-causal decoder), with document
+        boundaries when the batch carries them. A plain causal batch keeps SDPA's fast path."""
+        device = batch["input_ids"].device
+        if self.non_causal_prefix and "prefix_len" in batch:
+            base = masks.prefix(length, batch["prefix_len"])
+        else:
+            base = masks.causal(length, device)
+        extra = masks.documents(batch["doc_ids"]) if "doc_ids" in batch else None
+        if extra is None and base.dim() == 2:
+            return None, True
+        return masks.combine(base, extra), False
+
+    def forward(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor | None]:
+        tokens = batch["input_ids"]  # (B, T)
+        mask, is_causal = self.attention_mask(batch, tokens.shape[1])
+        hidden = self.body(tokens, mask=mask, is_causal=is_causal, position_ids=batch.get("position_ids"))
+        logits = self.head(hidden)  # (B, T, V)
+        loss = lm_loss(logits, batch["labels"]) if "labels" in batch else None
+        return logits, loss
+
+
+def check_arch(arch: dict) -> None:
+    objective = arch.get("objective", "lm")
+    if objective not in OBJECTIVES:
+        raise UserError(f"arch.objective={objective!r} is not a decoder objective; choose one of: {', '.join(OBJECTIVES)}")
+    if arch.get("prefix_lm") and objective == "lm":
+        raise UserError(
+            "arch.prefix_lm=true with arch.objective=lm means nothing: full LM has no prefix; "
+            "use arch.objective=prefix_lm (ND:PLM) or span_corruption (ND:MLM)"
+        )
+
+
+def build(cfg: ModelConfig, arch: dict) -> DecoderLM:
+    check_arch(arch)
+    return DecoderLM(cfg, non_causal_prefix=bool(arch.get("prefix_lm", False)))
+
+
+def collate(
+    arch: dict, specials: Specials, seq_len: int, seed: int = 0, vocab_size: int | None = None
+) -> Callable[[list[dict]], dict]:
+    """The decoder objectives over fixed windows of `seq_len` tokens."""
+    check_arch(arch)
+    objective = arch.get("objective", "lm")
+    rng = np.random.default_rng(seed)
+    with_documents = bool(arch.get("document_mask", False))
+
+    def full_lm(windows: list[dict]) -> dict:
+        tokens = torch.stack([w["tokens"] for w in windows])  # (B, T)
+        batch = {"input_ids": tokens[:, :-1], "labels": tokens[:, 1:].clone()}
+        if with_documents:
+            batch["doc_ids"] = torch.stack([w["doc_ids"] for w in windows])[:, :-1]
+        return batch
+
+    def prefix_lm(windows: list[dict]) -> dict:
+        batch = full_lm(windows)
+        length = batch["input_ids"].shape[1]
+        # split uniformly so both the prefix and the predicted part are non-empty
+        prefix_len = torch.as_tensor(rng.integers(1, length, size=len(windows)), dtype=torch.long)
+        # input position p predicts token p+1; the loss starts at the first token after the prefix
+        predicts_prefix = torch.arange(length)[None, :] + 1 < prefix_len[:, None]
+        batch["labels"][predicts_prefix] = IGNORE_INDEX
+        batch["prefix_len"] = prefix_len
+        return batch
+
+    def concatenated_span_corruption(windows: list[dict]) -> dict:
+        sequences, labels, prefix_lens = [], [], []
+        for window in windows:
+            tokens = window["tokens"].numpy()
+            noise = random_spans_noise_mask(
+                rng, len(tokens), arch.get("noise_density", 0.15), arch.get("mean_span_length", 3.0)
+            )
+            inputs, targets = span_corrupt(tokens, noise, specials.sentinels, specials.eos)
+            sequence = np.concatenate([inputs, targets])
+            label = np.full(len(sequence), IGNORE_INDEX, dtype=np.int64)
+            label[len(inputs) - 1 : -1] = targets  # predict each target token from what precedes it
+            sequences.append(sequence[:-1])
+            labels.append(label[:-1])
+            prefix_lens.append(len(inputs))
+        return {
+            "input_ids": pad_stack(sequences, specials.pad),
+            "labels": pad_labels(labels),
+            "prefix_len": torch.tensor(prefix_lens, dtype=torch.long),
+        }
+
+    return {"lm": full_lm, "prefix_lm": prefix_lm, "span_corruption": concatenated_span_corruption}[objective]
+
+
+def input_len(arch: dict, seq_len: int) -> int:
+    if arch.get("objective", "lm") == "span_corruption":
+        _, spans = span_counts(arch, seq_len)
+        return seq_len + 2 * spans + 1  # a sentinel per span on each side, two eos, minus the shift
+    return seq_len - 1
+
+
+def flops_per_token(cfg: ModelConfig, arch: dict, seq_len: int) -> float:
+    """Training FLOPs per window token: every input position runs the whole stack and the head."""
+    length = input_len(arch, seq_len)
+    attended = causal_mean_context(length)
+    if arch.get("prefix_lm"):
+        if arch.get("objective") == "span_corruption":
+            noise, spans = span_counts(arch, seq_len)
+            prefixes = [seq_len - noise + spans + 1]  # the corrupted inputs
+        else:
+            prefixes = list(range(1, length))  # the split point is uniform
+        attended = sum(prefix_mean_context(length, p) for p in prefixes) / len(prefixes)
+    forward = length * (cfg.n_layers * layer_forward_flops(cfg, attended) + head_flops(cfg))
+    return TRAINING_MULTIPLIER * forward / seq_len
+
+
+SPEC = FamilySpec(
+    name="decoder",
+    build=build,
+    collate=collate,
+    input_len=input_len,
+    flops_per_token=flops_per_token,
+    objectives=OBJECTIVES,
+)

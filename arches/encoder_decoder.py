@@ -1,0 +1,147 @@
+"""The encoder-decoder family (T5, Raffel et al. 2020): a bidirectional encoder and
+a causal decoder that cross-attends to it, sharing one embedding.
+
+Objectives:
+- `span_corruption` (T5 §3.1.4): 15% of tokens in spans of mean length 3, each span
+  replaced by a sentinel in the encoder input; the decoder predicts the spans, each
+  after its sentinel.
+- `prefix_lm` (§3.2.1 and Wang et al. 2022's ED:PLM): a random split point; the
+  prefix goes to the encoder and the decoder predicts the rest.
+
+Sizing follows T5 §3.2.2: with as many layers in the encoder as in the decoder, each
+token runs through one stack, so FLOPs per token match a decoder of that depth with
+about twice its parameters.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+import torch
+from torch import nn
+
+from arches.core import FamilySpec, LMHead, ModelConfig, Transformer, masks
+from arches.core.flops import TRAINING_MULTIPLIER, causal_mean_context, head_flops, layer_forward_flops, memory_kv_flops
+from arches.core.noise import pad_labels, pad_stack, random_spans_noise_mask, span_corrupt, span_counts
+from arches.core.stack import init_weights, lm_loss
+from arches.errors import UserError
+from arches.tokenizer import Specials
+
+OBJECTIVES = ("span_corruption", "prefix_lm")
+
+
+class EncoderDecoderLM(nn.Module):
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.encoder = Transformer(cfg)
+        self.decoder = Transformer(cfg, cross_attention=True, embeddings=self.encoder.embed)
+        self.head = LMHead(cfg, self.encoder.embed)
+        init_weights(self, cfg)
+
+    def encode(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The encoder's states and the padding mask the decoder's cross-attention uses."""
+        padding = masks.padding(batch["is_real"]) if "is_real" in batch else None
+        return self.encoder(batch["input_ids"], mask=padding), padding
+
+    def decode(
+        self, batch: dict[str, torch.Tensor], memory: torch.Tensor, memory_mask: torch.Tensor | None, cache=None
+    ) -> torch.Tensor:
+        hidden = self.decoder(
+            batch["decoder_input_ids"], is_causal=True, memory=memory, memory_mask=memory_mask, cache=cache
+        )
+        return self.head(hidden)
+
+    def forward(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor | None]:
+        memory, memory_mask = self.encode(batch)
+        logits = self.decode(batch, memory, memory_mask)  # (B, T_dec, V)
+        loss = lm_loss(logits, batch["labels"]) if "labels" in batch else None
+        return logits, loss
+
+
+def check_arch(arch: dict) -> None:
+    objective = arch.get("objective", "span_corruption")
+    if objective not in OBJECTIVES:
+        raise UserError(
+            f"arch.objective={objective!r} is not an encoder_decoder objective; choose one of: {', '.join(OBJECTIVES)}"
+        )
+    if arch.get("prefix_lm"):
+        raise UserError("arch.prefix_lm applies to decoders; an encoder_decoder is always bidirectional over its input")
+
+
+def build(cfg: ModelConfig, arch: dict) -> EncoderDecoderLM:
+    check_arch(arch)
+    return EncoderDecoderLM(cfg)
+
+
+def seq2seq_batch(pairs: list[tuple[np.ndarray, np.ndarray]], specials: Specials) -> dict:
+    """(encoder input, target) pairs -> a padded batch; the decoder input is the
+    target shifted right behind <bos> (teacher forcing)."""
+    encoder_inputs = [inputs for inputs, _ in pairs]
+    targets = [target for _, target in pairs]
+    decoder_inputs = [np.concatenate([[specials.bos], target[:-1]]) for target in targets]
+    input_ids = pad_stack(encoder_inputs, specials.pad)
+    lengths = torch.tensor([len(x) for x in encoder_inputs])
+    return {
+        "input_ids": input_ids,
+        "is_real": torch.arange(input_ids.shape[1])[None, :] < lengths[:, None],
+        "decoder_input_ids": pad_stack(decoder_inputs, specials.pad),
+        "labels": pad_labels(targets),
+    }
+
+
+def collate(arch: dict, specials: Specials, seq_len: int, seed: int = 0, vocab_size: int | None = None) -> Callable:
+    check_arch(arch)
+    objective = arch.get("objective", "span_corruption")
+    rng = np.random.default_rng(seed)
+
+    def span_corruption(windows: list[dict]) -> dict:
+        pairs = []
+        for window in windows:
+            tokens = window["tokens"].numpy()
+            noise = random_spans_noise_mask(
+                rng, len(tokens), arch.get("noise_density", 0.15), arch.get("mean_span_length", 3.0)
+            )
+            pairs.append(span_corrupt(tokens, noise, specials.sentinels, specials.eos))
+        return seq2seq_batch(pairs, specials)
+
+    def prefix_lm(windows: list[dict]) -> dict:
+        pairs = []
+        for window in windows:
+            tokens = window["tokens"].numpy()
+            split = int(rng.integers(1, len(tokens)))
+            pairs.append((tokens[:split], tokens[split:]))
+        return seq2seq_batch(pairs, specials)
+
+    return {"span_corruption": span_corruption, "prefix_lm": prefix_lm}[objective]
+
+
+def input_len(arch: dict, seq_len: int) -> int:
+    return seq_len + 1  # the longest encoder input (or target) of a window, with eos
+
+
+def flops_per_token(cfg: ModelConfig, arch: dict, seq_len: int) -> float:
+    """Encoder tokens run the encoder; decoder tokens run the decoder (with cross-attention)
+    and the head. Counted for the mean split of a window."""
+    if arch.get("objective", "span_corruption") == "span_corruption":
+        noise, spans = span_counts(arch, seq_len)
+        encoder_len, decoder_len = seq_len - noise + spans + 1, noise + spans + 1
+    else:
+        encoder_len, decoder_len = seq_len / 2, seq_len / 2
+    encoder = encoder_len * cfg.n_layers * (layer_forward_flops(cfg, encoder_len) + memory_kv_flops(cfg))
+    decoder = decoder_len * (
+        cfg.n_layers * layer_forward_flops(cfg, causal_mean_context(decoder_len), cross_attended=encoder_len)
+        + head_flops(cfg)
+    )
+    return TRAINING_MULTIPLIER * (encoder + decoder) / seq_len
+
+
+SPEC = FamilySpec(
+    name="encoder_decoder",
+    build=build,
+    collate=collate,
+    input_len=input_len,
+    flops_per_token=flops_per_token,
+    objectives=OBJECTIVES,
+)

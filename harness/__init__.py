@@ -1,0 +1,1 @@
+"""arches' evaluation and comparison side: lm-eval adapter, tasks, store, reports."""
