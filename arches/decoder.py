@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from arches.core import FamilySpec, LMHead, ModelConfig, Transformer, masks
+from arches.core.attention import KVCache
 from arches.core.flops import (
     TRAINING_MULTIPLIER,
     causal_mean_context,
@@ -26,6 +27,7 @@ from arches.core.flops import (
     prefix_mean_context,
 )
 from arches.core.noise import pad_labels, pad_stack, random_spans_noise_mask, span_corrupt, span_counts
+from arches.core.scoring import BaseScorer, GreedyStops, TokenPair, check_options, choose_format, pad_rows, score_positions, sum_by_request
 from arches.core.stack import IGNORE_INDEX, init_weights, lm_loss
 from arches.errors import UserError
 from arches.tokenizer import Specials
@@ -152,6 +154,85 @@ def flops_per_token(cfg: ModelConfig, arch: dict, seq_len: int) -> float:
     return TRAINING_MULTIPLIER * forward / seq_len
 
 
+# --- scoring (lm-eval): log P(continuation | context), left to right ---
+
+SCORING_FORMATS = ("causal", "prefix_lm")
+
+
+class DecoderScorer(BaseScorer):
+    """log P(continuation | context), left to right, one forward per right-padded batch
+    (causal attention never looks right, so padding is harmless). Format `prefix_lm`,
+    the default for a non-causal decoder, makes the context the bidirectional prefix it
+    was in training (Wang et al. 2022, ND:PLM); the continuation stays causal."""
+
+    family = "decoder"
+
+    def attention(self, tokens: torch.Tensor, context_lens: list[int]) -> dict:
+        if self.format != "prefix_lm":
+            return {"mask": None, "is_causal": True}
+        batch = {"input_ids": tokens, "prefix_len": torch.tensor(context_lens, device=tokens.device)}
+        mask, is_causal = self.model.attention_mask(batch, tokens.shape[1])
+        return {"mask": mask, "is_causal": is_causal}
+
+    def score_batch(self, requests: list[TokenPair]) -> list[tuple[float, bool]]:
+        rows, context_lens, owners, positions, targets = [], [], [], [], []
+        for index, (context, continuation) in enumerate(requests):
+            self.check_fits(continuation, self.max_len)
+            ids = (context + continuation)[-(self.max_len + 1) :]  # context cut from the left
+            kept_context = len(ids) - len(continuation)
+            rows.append(ids[:-1])
+            context_lens.append(kept_context)
+            for offset, token in enumerate(continuation):  # input position p predicts token p + 1
+                owners.append(index)
+                positions.append(kept_context - 1 + offset)
+                targets.append(token)
+        tokens, _ = pad_rows(rows, self.specials.pad, self.device)
+        hidden = self.model.body(tokens, **self.attention(tokens, context_lens))  # (B, T, D)
+        logprobs, greedy = score_positions(self.model.head, hidden, owners, positions, targets)
+        return sum_by_request(owners, logprobs, greedy, len(requests))
+
+    @torch.inference_mode()
+    def generate(self, contexts: list[str], until: list[list[str]], max_tokens: int) -> list[str]:
+        """Greedy decoding with the KV cache. Contexts are left-padded; learned and
+        rotary positions count real tokens only, while ALiBi (relative) keeps the
+        default positions its cached keys were built with."""
+        max_tokens = max(0, min(max_tokens, self.max_len - 1))
+        stops = GreedyStops(self.tokenizer, until, {self.specials.eos}, max_tokens)
+        if max_tokens == 0:
+            return stops.results()
+        rows = [self.generation_context(c, self.max_len - max_tokens) for c in contexts]
+        tokens, is_real = pad_rows(rows, self.specials.pad, self.device, left=True)
+        length = tokens.shape[1]
+        counted = self.model.cfg.position in ("learned", "rope")
+        positions = (is_real.long().cumsum(1) - 1).clamp(min=0)
+        base = masks.bidirectional(length, self.device) if self.format == "prefix_lm" else masks.causal(length, self.device)
+        cache = KVCache()
+        hidden = self.model.body(
+            tokens, mask=masks.combine(base, masks.padding(is_real)), position_ids=positions if counted else None, cache=cache
+        )
+        next_positions = positions[:, -1:] + 1
+        while True:
+            next_ids = self.model.head(hidden[:, -1]).float().argmax(-1)  # (B,)
+            if stops.push(next_ids.tolist()):
+                return stops.results()
+            is_real = torch.cat([is_real, torch.ones_like(is_real[:, :1])], dim=1)
+            hidden = self.model.body(
+                next_ids[:, None], mask=masks.padding(is_real), position_ids=next_positions if counted else None, cache=cache
+            )
+            next_positions = next_positions + 1
+
+
+def scorer(model: DecoderLM, tokenizer, arch: dict, **options) -> DecoderScorer:
+    """Options: `format` (causal | prefix_lm; default from the arch), `stride` (tokens
+    newly scored per rolling window; default max_len // 2)."""
+    check_options("decoder", options, ("format", "stride"))
+    default = "prefix_lm" if arch.get("prefix_lm") else "causal"
+    chosen = choose_format("decoder", options.get("format"), default, SCORING_FORMATS)
+    if chosen == "prefix_lm" and not model.non_causal_prefix:
+        raise UserError("format=prefix_lm needs a non-causal decoder (arch.prefix_lm: true); this one is causal: use format=causal")
+    return DecoderScorer(model, tokenizer, arch, chosen, options.get("stride"))
+
+
 SPEC = FamilySpec(
     name="decoder",
     build=build,
@@ -159,4 +240,5 @@ SPEC = FamilySpec(
     input_len=input_len,
     flops_per_token=flops_per_token,
     objectives=OBJECTIVES,
+    scorer=scorer,
 )

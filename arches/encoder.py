@@ -12,6 +12,19 @@ from torch import nn
 
 from arches.core import FamilySpec, LMHead, ModelConfig, Transformer, masks
 from arches.core.flops import TRAINING_MULTIPLIER, head_flops, layer_forward_flops
+from arches.core.scoring import (
+    BaseScorer,
+    TokenPair,
+    UnsupportedRequest,
+    batches,
+    check_options,
+    choose_format,
+    pad_rows,
+    score_positions,
+    sum_by_request,
+    word_byte_tables,
+    word_ends,
+)
 from arches.core.stack import IGNORE_INDEX, init_weights, lm_loss
 from arches.errors import UserError
 from arches.tokenizer import SPECIAL_TOKENS, Specials
@@ -102,6 +115,78 @@ def flops_per_token(cfg: ModelConfig, arch: dict, seq_len: int) -> float:
     return TRAINING_MULTIPLIER * forward
 
 
+# --- scoring (lm-eval): pseudo-log-likelihood ---
+
+SCORING_FORMATS = ("pll_word_l2r", "pll")
+
+
+class EncoderScorer(BaseScorer):
+    """Pseudo-log-likelihood (Salazar et al. 2020, "Masked Language Model Scoring"):
+    each continuation token is scored by one copy of the sequence with that token
+    replaced by [MASK], and the copies are batched. Format `pll_word_l2r` (the
+    default) is Kauf & Ivanova 2023's PLL-word-l2r: the later tokens of the same word
+    are masked too (see `arches.core.scoring.word_ends`), which removes plain PLL's
+    inflated scores for multi-token words; `pll` masks only the scored token.
+
+    `batch_size` counts masked copies (forward rows), not requests. No marker is
+    added after the continuation: the text simply ends there."""
+
+    family = "encoder"
+    rolling_margin = 1
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.starts_word, self.ends_word = word_byte_tables(self.tokenizer)
+
+    def masked_copies(self, context: list[int], continuation: list[int]) -> list[tuple[list[int], int, int]]:
+        """(masked row, scored position, true token) for each continuation token."""
+        self.check_fits(continuation, self.max_len - 1)
+        sequence = context[-(self.max_len - len(continuation)) :] + continuation
+        start = len(sequence) - len(continuation)
+        ends = word_ends(continuation, self.starts_word, self.ends_word)
+        copies = []
+        for offset, token in enumerate(continuation):
+            last = ends[offset] if self.format == "pll_word_l2r" else offset
+            row = list(sequence)
+            row[start + offset : start + last + 1] = [self.specials.mask] * (last - offset + 1)
+            copies.append((row, start + offset, token))
+        return copies
+
+    def score_tokens(self, requests: list[TokenPair], batch_size: int) -> list[tuple[float, bool]]:
+        copies, owners = [], []
+        for index, (context, continuation) in enumerate(requests):
+            for copy in self.masked_copies(context, continuation):
+                copies.append(copy)
+                owners.append(index)
+        logprobs = torch.zeros(len(copies))
+        greedy = torch.zeros(len(copies), dtype=torch.bool)
+        with torch.inference_mode():
+            for chunk in batches([len(row) for row, _, _ in copies], batch_size):
+                tokens, is_real = pad_rows([copies[i][0] for i in chunk], self.specials.pad, self.device)
+                hidden = self.model.body(tokens, mask=masks.padding(is_real))  # (B, T, D)
+                chunk_logprobs, chunk_greedy = score_positions(
+                    self.model.head, hidden, list(range(len(chunk))), [copies[i][1] for i in chunk], [copies[i][2] for i in chunk]
+                )
+                logprobs[chunk], greedy[chunk] = chunk_logprobs, chunk_greedy
+        return sum_by_request(owners, logprobs, greedy, len(requests))
+
+    def probe_pair(self) -> TokenPair:
+        return [self.specials.eos] * (self.max_len - 1), [self.specials.eos]
+
+    def generate(self, contexts: list[str], until: list[list[str]], max_tokens: int) -> list[str]:
+        raise UnsupportedRequest(
+            "encoder models do not generate: a masked LM (the encoder family) answers loglikelihood and "
+            "loglikelihood_rolling requests only (as pseudo-log-likelihood); choose multiple-choice or perplexity tasks"
+        )
+
+
+def scorer(model: EncoderMLM, tokenizer, arch: dict, **options) -> EncoderScorer:
+    """Options: `format` (pll_word_l2r | pll), `stride` (tokens newly scored per rolling window)."""
+    check_options("encoder", options, ("format", "stride"))
+    chosen = choose_format("encoder", options.get("format"), "pll_word_l2r", SCORING_FORMATS)
+    return EncoderScorer(model, tokenizer, arch, chosen, options.get("stride"))
+
+
 SPEC = FamilySpec(
     name="encoder",
     build=build,
@@ -109,4 +194,5 @@ SPEC = FamilySpec(
     input_len=input_len,
     flops_per_token=flops_per_token,
     objectives=OBJECTIVES,
+    scorer=scorer,
 )

@@ -22,8 +22,10 @@ import torch
 from torch import nn
 
 from arches.core import FamilySpec, LMHead, ModelConfig, Transformer, masks
+from arches.core.attention import KVCache
 from arches.core.flops import TRAINING_MULTIPLIER, causal_mean_context, head_flops, layer_forward_flops, memory_kv_flops
 from arches.core.noise import pad_labels, pad_stack, random_spans_noise_mask, span_corrupt, span_counts
+from arches.core.scoring import BaseScorer, GreedyStops, TokenPair, check_options, choose_format, pad_rows, score_positions, sum_by_request
 from arches.core.stack import init_weights, lm_loss
 from arches.errors import UserError
 from arches.tokenizer import Specials
@@ -137,6 +139,86 @@ def flops_per_token(cfg: ModelConfig, arch: dict, seq_len: int) -> float:
     return TRAINING_MULTIPLIER * (encoder + decoder) / seq_len
 
 
+# --- scoring (lm-eval): context -> encoder, continuation scored by the decoder ---
+
+SCORING_FORMATS = ("t5_sentinel", "plain")
+
+
+class EncoderDecoderScorer(BaseScorer):
+    """The context goes to the encoder; the decoder scores the continuation.
+
+    Format `t5_sentinel` (the default for span-corruption models) asks the question
+    the way T5 was trained: the encoder reads `context <extra_id_0> <eos>` (training
+    inputs always end in <eos>) and the decoder reads `<bos> <extra_id_0>
+    continuation`, scoring only the continuation's tokens. Format `plain` (the default
+    for prefix-LM models, whose training pairs are a prefix and its continuation):
+    encoder `context`, decoder `<bos> continuation`."""
+
+    family = "encoder_decoder"
+    rolling_margin = 2
+
+    def encoder_input(self, context: list[int]) -> list[int]:
+        if self.format == "t5_sentinel":
+            return context[-(self.max_len - 2) :] + [self.specials.sentinels[0], self.specials.eos]
+        return context[-self.max_len :]
+
+    def decoder_start(self) -> list[int]:
+        if self.format == "t5_sentinel":
+            return [self.specials.bos, self.specials.sentinels[0]]
+        return [self.specials.bos]
+
+    def encode_rows(self, rows: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
+        tokens, is_real = pad_rows(rows, self.specials.pad, self.device)
+        return self.model.encode({"input_ids": tokens, "is_real": is_real})
+
+    def score_batch(self, requests: list[TokenPair]) -> list[tuple[float, bool]]:
+        start = self.decoder_start()
+        encoder_rows, decoder_rows, owners, positions, targets = [], [], [], [], []
+        for index, (context, continuation) in enumerate(requests):
+            self.check_fits(continuation, self.max_len - len(start) + 1)
+            encoder_rows.append(self.encoder_input(context))
+            decoder_rows.append(start + continuation[:-1])
+            for offset, token in enumerate(continuation):
+                owners.append(index)
+                positions.append(len(start) - 1 + offset)
+                targets.append(token)
+        memory, memory_mask = self.encode_rows(encoder_rows)
+        decoder_tokens, _ = pad_rows(decoder_rows, self.specials.pad, self.device)  # causal: right padding is harmless
+        hidden = self.model.decoder(decoder_tokens, is_causal=True, memory=memory, memory_mask=memory_mask)
+        logprobs, greedy = score_positions(self.model.head, hidden, owners, positions, targets)
+        return sum_by_request(owners, logprobs, greedy, len(requests))
+
+    @torch.inference_mode()
+    def generate(self, contexts: list[str], until: list[list[str]], max_tokens: int) -> list[str]:
+        """Greedy decoding with the decoder's KV cache; the encoder runs once. In the
+        T5 format the answer ends at the next sentinel."""
+        start = self.decoder_start()
+        max_tokens = max(0, min(max_tokens, self.max_len - len(start)))
+        stop_ids = {self.specials.eos} | (set(self.specials.sentinels) if self.format == "t5_sentinel" else set())
+        stops = GreedyStops(self.tokenizer, until, stop_ids, max_tokens)
+        if max_tokens == 0:
+            return stops.results()
+        memory, memory_mask = self.encode_rows([self.encoder_input(self.generation_context(c, self.max_len)) for c in contexts])
+        cache = KVCache()
+        tokens = torch.tensor([start] * len(contexts), device=self.device)
+        hidden = self.model.decoder(tokens, is_causal=True, memory=memory, memory_mask=memory_mask, cache=cache)
+        while True:
+            next_ids = self.model.head(hidden[:, -1]).float().argmax(-1)  # (B,)
+            if stops.push(next_ids.tolist()):
+                return stops.results()
+            # one new query sees every cached key: no causal flag (SDPA would align it top-left)
+            hidden = self.model.decoder(next_ids[:, None], memory=memory, memory_mask=memory_mask, cache=cache)
+
+
+def scorer(model: EncoderDecoderLM, tokenizer, arch: dict, **options) -> EncoderDecoderScorer:
+    """Options: `format` (t5_sentinel | plain; default t5_sentinel for span corruption,
+    plain for prefix LM), `stride` (tokens newly scored per rolling window)."""
+    check_options("encoder_decoder", options, ("format", "stride"))
+    default = "t5_sentinel" if arch.get("objective", "span_corruption") == "span_corruption" else "plain"
+    chosen = choose_format("encoder_decoder", options.get("format"), default, SCORING_FORMATS)
+    return EncoderDecoderScorer(model, tokenizer, arch, chosen, options.get("stride"))
+
+
 SPEC = FamilySpec(
     name="encoder_decoder",
     build=build,
@@ -144,4 +226,5 @@ SPEC = FamilySpec(
     input_len=input_len,
     flops_per_token=flops_per_token,
     objectives=OBJECTIVES,
+    scorer=scorer,
 )

@@ -24,8 +24,10 @@ import torch
 from torch import nn
 
 from arches.core import FamilySpec, LMHead, ModelConfig, Transformer, masks
+from arches.core.attention import KVCache
 from arches.core.flops import TRAINING_MULTIPLIER, head_flops, layer_forward_flops, prefix_mean_context
 from arches.core.noise import pad_labels, pad_stack
+from arches.core.scoring import BaseScorer, GreedyStops, TokenPair, check_options, choose_format, pad_rows, score_positions, sum_by_request
 from arches.core.stack import IGNORE_INDEX, init_weights, lm_loss
 from arches.errors import UserError
 from arches.tokenizer import Specials
@@ -180,6 +182,93 @@ def flops_per_token(cfg: ModelConfig, arch: dict, seq_len: int) -> float:
     return TRAINING_MULTIPLIER * forward / seq_len
 
 
+# --- scoring (lm-eval): the continuation infills a blank at the end of the context ---
+
+SCORING_FORMATS = ("mask", "gmask")
+
+
+class GLMScorer(BaseScorer):
+    """GLM's cloze scoring (Du et al. 2022, §2.3 and §3): Part A is the context and a
+    [MASK] (format `gmask`: [gMASK], GLM's token for long generation); Part B is
+    [sop] and the continuation, scored token by token. Position ids run 0..|A|-1 in A
+    and stay at the mask's position in B; block position ids are 0 in A and 1..|B|
+    in B; A attends bidirectionally, B to all of A and causally within B."""
+
+    family = "glm"
+    rolling_margin = 2
+
+    @property
+    def mask_token(self) -> int:
+        return self.specials.gmask if self.format == "gmask" else self.specials.mask
+
+    def score_batch(self, requests: list[TokenPair]) -> list[tuple[float, bool]]:
+        rows, position_rows, block_rows, part_a_lens = [], [], [], []
+        owners, positions, targets = [], [], []
+        for index, (context, continuation) in enumerate(requests):
+            self.check_fits(continuation, self.max_len - 2)
+            part_a = context[-(self.max_len - 1 - len(continuation)) :] + [self.mask_token]
+            part_b = [self.specials.sop] + continuation[:-1]
+            rows.append(part_a + part_b)
+            position_rows.append(list(range(len(part_a))) + [len(part_a) - 1] * len(part_b))
+            block_rows.append([0] * len(part_a) + list(range(1, len(part_b) + 1)))
+            part_a_lens.append(len(part_a))
+            for offset, token in enumerate(continuation):  # [sop] predicts the first token
+                owners.append(index)
+                positions.append(len(part_a) + offset)
+                targets.append(token)
+        tokens, is_real = pad_rows(rows, self.specials.pad, self.device)
+        position_ids, _ = pad_rows(position_rows, 0, self.device)
+        block_position_ids, _ = pad_rows(block_rows, 0, self.device)
+        part_a_len = torch.tensor(part_a_lens, device=self.device)
+        mask = masks.combine(masks.glm(tokens.shape[1], part_a_len), masks.padding(is_real))
+        hidden = self.model.body(tokens, mask=mask, position_ids=position_ids, block_position_ids=block_position_ids)
+        logprobs, greedy = score_positions(self.model.head, hidden, owners, positions, targets)
+        return sum_by_request(owners, logprobs, greedy, len(requests))
+
+    @torch.inference_mode()
+    def generate(self, contexts: list[str], until: list[list[str]], max_tokens: int) -> list[str]:
+        """Greedy infilling in Part B with the KV cache: Part A (left-padded, positions
+        counting real tokens) and [sop] first, then one token at a time at the mask's
+        position and the next block position, until [eop], <eos> or a stop string."""
+        max_tokens = max(0, min(max_tokens, self.max_len - 2))
+        stops = GreedyStops(self.tokenizer, until, {self.specials.eos, self.specials.eop}, max_tokens)
+        if max_tokens == 0:
+            return stops.results()
+        rows = [self.generation_context(c, self.max_len - 1 - max_tokens) + [self.mask_token] for c in contexts]
+        part_a, is_real = pad_rows(rows, self.specials.pad, self.device, left=True)
+        batch, part_a_len = part_a.shape
+        a_positions = (is_real.long().cumsum(1) - 1).clamp(min=0)
+        mask_position = a_positions[:, -1:]  # the mask closes every row of Part A
+        ones = torch.ones((batch, 1), dtype=torch.long, device=self.device)
+        tokens = torch.cat([part_a, ones * self.specials.sop], dim=1)
+        is_real = torch.cat([is_real, ones.bool()], dim=1)
+        mask = masks.combine(masks.glm(part_a_len + 1, ones[:, 0] * part_a_len), masks.padding(is_real))
+        cache = KVCache()
+        hidden = self.model.body(
+            tokens, mask=mask, position_ids=torch.cat([a_positions, mask_position], dim=1),
+            block_position_ids=torch.cat([torch.zeros_like(part_a), ones], dim=1), cache=cache,
+        )
+        block = 2
+        while True:
+            next_ids = self.model.head(hidden[:, -1]).float().argmax(-1)  # (B,)
+            if stops.push(next_ids.tolist()):
+                return stops.results()
+            is_real = torch.cat([is_real, ones.bool()], dim=1)
+            hidden = self.model.body(
+                next_ids[:, None], mask=masks.padding(is_real), position_ids=mask_position,
+                block_position_ids=ones * block, cache=cache,
+            )
+            block += 1
+
+
+def scorer(model: GLM, tokenizer, arch: dict, **options) -> GLMScorer:
+    """Options: `format` (mask | gmask: the blank token closing Part A), `stride`
+    (tokens newly scored per rolling window)."""
+    check_options("glm", options, ("format", "stride"))
+    chosen = choose_format("glm", options.get("format"), "mask", SCORING_FORMATS)
+    return GLMScorer(model, tokenizer, arch, chosen, options.get("stride"))
+
+
 SPEC = FamilySpec(
     name="glm",
     build=build,
@@ -188,4 +277,5 @@ SPEC = FamilySpec(
     flops_per_token=flops_per_token,
     objectives=OBJECTIVES,
     positions=("glm2d",),
+    scorer=scorer,
 )

@@ -1,0 +1,112 @@
+"""One LightningModule for every family: it calls `model(batch) -> (logits, loss)`
+and accounts for the compute honestly (tokens seen, loss-bearing tokens, FLOPs)."""
+
+from __future__ import annotations
+
+import math
+import time
+
+import lightning as L
+import torch
+from torch import nn
+
+from arches.core.stack import IGNORE_INDEX
+from arches.errors import RunFailure
+
+
+def warmup_cosine(step: int, total_steps: int, warmup_steps: int, min_ratio: float) -> float:
+    """The learning-rate multiplier: linear warmup, then cosine decay to `min_ratio`."""
+    if step < warmup_steps:
+        return (step + 1) / warmup_steps
+    progress = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
+    return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+class LitArches(L.LightningModule):
+    def __init__(
+        self,
+        model: nn.Module,
+        train_cfg: dict,
+        total_steps: int,
+        window_tokens: int,
+        flops_per_token: float,
+    ) -> None:
+        super().__init__()
+        self.model = model
+        self.train_cfg = train_cfg
+        self.total_steps = total_steps
+        self.window_tokens = window_tokens  # tokens of one data window (seq_len)
+        self.flops_per_token = flops_per_token
+        # Running totals; buffers so they are saved and restored with a checkpoint.
+        self.register_buffer("tokens_seen", torch.zeros((), dtype=torch.long), persistent=True)
+        self.register_buffer("loss_tokens_seen", torch.zeros((), dtype=torch.long), persistent=True)
+        self._clock: float | None = None
+        self._clock_tokens = 0
+        self.val_history: list[dict] = []
+
+    def forward(self, batch: dict[str, torch.Tensor]):
+        return self.model(batch)
+
+    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        _, loss = self.model(batch)
+        if not torch.isfinite(loss):
+            raise RunFailure(
+                f"loss became {loss.item()} at step {self.global_step}; lower train.lr or raise train.warmup_fraction"
+            )
+        windows = batch["input_ids"].shape[0]
+        self.tokens_seen += windows * self.window_tokens
+        self.loss_tokens_seen += (batch["labels"] != IGNORE_INDEX).sum()
+        now = time.perf_counter()
+        if self._clock is None:
+            self._clock, self._clock_tokens = now, int(self.tokens_seen)
+        elapsed = now - self._clock
+        tokens_per_s = (int(self.tokens_seen) - self._clock_tokens) / elapsed if elapsed > 0 else 0.0
+        self.log("train/loss", loss, prog_bar=True)
+        self.log("tok/s", tokens_per_s, prog_bar=True)
+        self.log("train/tokens_seen", self.tokens_seen.float())
+        self.log("train/loss_tokens_seen", self.loss_tokens_seen.float())
+        self.log("train/flops", self.tokens_seen.float() * self.flops_per_token)
+        self.log("train/lr", self.trainer.optimizers[0].param_groups[0]["lr"])
+        return loss
+
+    def on_validation_epoch_start(self) -> None:
+        self._val_loss_sum = 0.0
+        self._val_loss_tokens = 0
+
+    def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
+        _, loss = self.model(batch)
+        count = int((batch["labels"] != IGNORE_INDEX).sum())
+        self._val_loss_sum += float(loss) * count  # weighted by loss-bearing tokens
+        self._val_loss_tokens += count
+
+    def on_validation_epoch_end(self) -> None:
+        if not self._val_loss_tokens:
+            return
+        val_loss = self._val_loss_sum / self._val_loss_tokens
+        self.log("val/loss", val_loss, prog_bar=True)
+        if not self.trainer.sanity_checking:
+            self.val_history.append(
+                {"step": int(self.global_step), "tokens_seen": int(self.tokens_seen), "val_loss": val_loss}
+            )
+
+    def configure_optimizers(self):
+        cfg = self.train_cfg
+        # no weight decay on biases, norms and embeddings (the usual GPT/nanoGPT grouping)
+        decay, no_decay = [], []
+        for name, parameter in self.model.named_parameters():
+            if not parameter.requires_grad:
+                continue
+            (decay if parameter.dim() >= 2 and "embed" not in name else no_decay).append(parameter)
+        fused = torch.cuda.is_available()
+        optimizer = torch.optim.AdamW(
+            [{"params": decay, "weight_decay": cfg["weight_decay"]}, {"params": no_decay, "weight_decay": 0.0}],
+            lr=cfg["lr"],
+            betas=tuple(cfg["betas"]),
+            eps=cfg["eps"],
+            fused=fused,
+        )
+        warmup_steps = max(1, round(cfg["warmup_fraction"] * self.total_steps))
+        scheduler = torch.optim.lr_scheduler.LambdaLR(
+            optimizer, lambda step: warmup_cosine(step, self.total_steps, warmup_steps, cfg["min_lr_ratio"])
+        )
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}

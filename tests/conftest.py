@@ -1,0 +1,67 @@
+"""Shared fixtures: a small local corpus and its prepared cache entry (nothing is downloaded)."""
+
+from __future__ import annotations
+
+import os
+import random
+
+import pytest
+
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["HF_DATASETS_OFFLINE"] = "1"
+
+TINY_VOCAB = 512
+TINY_SEQ_LEN = 32
+
+_SUBJECTS = ["the old king", "a young sailor", "my gentle friend", "the queen", "a weary traveller",
+             "the lord of the castle", "her brother", "the fool", "our good captain", "the shepherd"]
+_VERBS = ["walked through", "spoke of", "remembered", "longed for", "looked upon", "sang about",
+          "dreamed of", "returned to", "wrote about", "forgot"]
+_OBJECTS = ["the silent harbour", "a field of barley", "the winter sea", "the burning city", "a letter",
+            "the forest at night", "his father's house", "the market square", "a distant mountain", "the river"]
+_TAILS = ["and wept", "before the dawn", "with a heavy heart", "as the bells rang", "in the rain",
+          "while the others slept", "without a word", "for many years", "under the stars", "at last"]
+
+
+def tiny_text(rng: random.Random, sentences: int) -> str:
+    lines = []
+    for _ in range(sentences):
+        sentence = f"{rng.choice(_SUBJECTS)} {rng.choice(_VERBS)} {rng.choice(_OBJECTS)} {rng.choice(_TAILS)}."
+        lines.append(sentence[0].upper() + sentence[1:])
+    return "\n".join(" ".join(lines[i : i + 3]) for i in range(0, len(lines), 3)) + "\n"
+
+
+def write_tiny_corpus(folder, documents: int = 30, seed: int = 0) -> None:
+    rng = random.Random(seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    for index in range(documents):
+        (folder / f"doc{index:02d}.txt").write_text(tiny_text(rng, rng.randint(12, 24)), encoding="utf-8")
+
+
+@pytest.fixture
+def tiny_corpus_dir(tmp_path):
+    """A folder of 30 small English .txt documents (enough for a vocab-512 tokenizer)."""
+    folder = tmp_path / "corpus"
+    write_tiny_corpus(folder)
+    return folder
+
+
+def tiny_cfg(cache_dir, paths, **data):
+    """A root config for the local source: the real `sweeps/data/local.yaml` with these overrides."""
+    from omegaconf import OmegaConf
+
+    from arches.config import sweeps_dir
+
+    data_cfg = OmegaConf.load(sweeps_dir() / "data" / "local.yaml")
+    data_cfg.merge_with({"paths": [str(p) for p in paths], "vocab_size": TINY_VOCAB, "seq_len": TINY_SEQ_LEN, **data})
+    return OmegaConf.create({"seed": 0, "cache_dir": str(cache_dir), "data": data_cfg})
+
+
+@pytest.fixture(scope="session")
+def prepared_tiny(tmp_path_factory):
+    """`prepare()` of the tiny local corpus (vocab 512, seq_len 32) in a session-wide temp cache."""
+    from arches.data import prepare
+
+    root = tmp_path_factory.mktemp("prepared_tiny")
+    write_tiny_corpus(root / "corpus")
+    return prepare(tiny_cfg(root / "cache", [root / "corpus"]))

@@ -1,0 +1,425 @@
+"""The report on fixture run folders with known numbers: table values, CIs, significance marks, findings."""
+
+from __future__ import annotations
+
+import itertools
+import math
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from fixtures.run_folders import make_run, outcomes, write_baseline
+
+from arches.errors import UserError
+from harness import report, store
+
+T_975_DF2 = 4.302652729911275  # Student's t, 97.5% quantile, 2 degrees of freedom (from tables)
+
+
+def _rows(table: pd.DataFrame, **where) -> pd.DataFrame:
+    for column, value in where.items():
+        table = table[table[column] == value]
+    return table
+
+
+# ---------------------------------------------------------------- formatting
+
+
+def test_human_formatting():
+    assert report.si(1_234_567) == "1.23M"
+    assert report.si(999_999) == "1.00M"
+    assert report.si(7.4e12) == "7.40T"
+    assert report.si(512) == "512"
+    assert report.sig3(0.5) == "0.500"
+    assert report.sig3(3.2145) == "3.21"
+    assert report.duration(125) == "2.08 min"
+    assert report.with_interval(0.61234, 0.02111) == "0.612 ± 0.021"
+    assert report.with_interval(1.5, math.nan) == "1.50"
+
+
+# ---------------------------------------------------------------- statistics
+
+
+def test_t_interval_by_hand():
+    mean, half_width = report.t_interval([0.50, 0.55, 0.60])
+    # sd = 0.05, sem = 0.05 / sqrt(3), half-width = t(0.975, df=2) * sem
+    assert mean == pytest.approx(0.55)
+    assert half_width == pytest.approx(T_975_DF2 * 0.05 / math.sqrt(3), rel=1e-9)
+
+
+def test_bootstrap_matches_exact_enumeration():
+    differences = [1, 1, 1, -1]
+    # every one of the 4^4 equally likely resamples of 4 pairs, enumerated
+    means = [np.mean([differences[i] for i in picks]) for picks in itertools.product(range(4), repeat=4)]
+    exact = min(1.0, 2 * min(np.mean(np.array(means) <= 0), np.mean(np.array(means) >= 0)))
+    # the same by hand: the mean is <= 0 iff at least 2 of the 4 draws are the -1, K ~ Binomial(4, 1/4)
+    assert exact == pytest.approx(2 * (1 - (3 / 4) ** 4 - 4 * (1 / 4) * (3 / 4) ** 3))  # = 134/256
+    observed, p = report.paired_bootstrap(differences)
+    assert observed == 0.5
+    assert p == pytest.approx(exact, abs=0.03)
+    assert report.paired_bootstrap(differences) == (observed, p)  # a fixed seed: reproducible
+
+
+def test_bootstrap_edge_cases():
+    assert report.paired_bootstrap([0, 0, 0])[1] == 1.0  # no difference at all
+    assert report.paired_bootstrap([1] * 20)[1] == 0.0  # every resample favours a
+    # strata: the average of per-stratum mean differences
+    observed, _ = report.paired_bootstrap([np.array([1, 0]), np.array([0, 0, 0, -1])])
+    assert observed == pytest.approx((0.5 - 0.25) / 2)
+
+
+# ---------------------------------------------------------------- the runs table
+
+
+def _families_folder(folder: Path) -> Path:
+    make_run(folder, "gpt-s0", variant="gpt",
+             scores={("corpus_ppl", 0): {"bits_per_byte": 1.5}, ("hyperbaton", 0): {"acc": 0.612, "acc_stderr": 0.0105,
+                                                                                  "chance": 0.5}})
+    make_run(folder, "bert-s0", variant="bert", family="encoder", objective="mlm", final_val_loss=2.9,
+             knobs={"position": "learned", "norm": "rmsnorm"},
+             scores={("corpus_ppl", 0): {"bits_per_byte": 1.52}, ("hyperbaton", 0): {"acc": 0.55, "acc_stderr": 0.011,
+                                                                                   "chance": 0.5}})
+    make_run(folder, "t5-s0", variant="t5", family="encoder_decoder", objective="span_corruption",
+             status="failed", error="out of memory in t5-s0; halve train.micro_batch_size")
+    write_baseline(folder, val_loss_nats=7.1, bits_per_byte=4.25)
+    return folder
+
+
+def test_runs_table_values(tmp_path):
+    runs = store.load_runs(_families_folder(tmp_path))
+    table = report.runs_display(runs, store.load_baseline(tmp_path)).set_index("variant")
+
+    gpt = table.loc["gpt"]
+    assert (gpt["params"], gpt["non-emb. params"], gpt["FLOPs/token"]) == ("1.23M", "456k", "7.40M")
+    assert (gpt["tokens seen"], gpt["loss tokens seen"], gpt["train FLOPs"]) == ("1.00M", "150k", "7.40T")
+    assert (gpt["wall time"], gpt["tokens/s"]) == ("2.08 min", "3.41k")
+    assert gpt["val loss (objective)"] == "3.21 (lm)"
+    assert gpt["held-out bits/byte"] == "1.50"
+    assert gpt["knobs"] == "norm=layernorm"  # only the knobs that differ between runs
+    bert = table.loc["bert"]
+    assert bert["val loss (objective)"] == "2.90 (mlm)"
+    assert bert["held-out bits/byte"] == "1.52 (PLL)"
+    failed = table.loc["t5"]
+    assert failed["status"] == "failed"
+    assert failed["error"] == "out of memory in t5-s0; halve train.micro_batch_size"
+    assert failed["params"] == "1.23M" and failed["val loss (objective)"] == report.MISSING
+    unigram = table.loc["unigram baseline"]
+    assert unigram["val loss (objective)"] == "7.10 (unigram)"
+    assert unigram["held-out bits/byte"] == "4.25"
+
+
+def test_write_report_writes_every_file(tmp_path):
+    folder = _families_folder(tmp_path)
+
+    path = report.write_report(folder)
+
+    assert path == folder / "report.md"
+    for name in ("report.md", "report.html", "runs.csv", "scores.csv", "index.parquet", "training_curves.png",
+                 "score_vs_flops.png", "throughput.png"):
+        assert (folder / name).stat().st_size > 0, name
+    assert not list(folder.glob(".*.tmp"))
+    markdown = path.read_text()
+    assert "| t5 | 0 | failed |" in markdown and "out of memory in t5-s0" in markdown
+    assert "| unigram baseline |" in markdown
+    assert "Findings" not in markdown  # only for wang2022
+    runs_csv = pd.read_csv(folder / "runs.csv")
+    assert runs_csv["variant"].tolist() == ["bert", "gpt", "t5", "unigram baseline"]
+    assert runs_csv.set_index("variant").loc["unigram baseline", "final_val_loss"] == 7.1
+
+
+def test_html_is_self_contained(tmp_path):
+    report.write_report(_families_folder(tmp_path))
+    page = (tmp_path / "report.html").read_text()
+
+    assert "data:image/png;base64," in page
+    references = re.findall(r"""(?:src|href)\s*=\s*["']([^"']*)""", page, flags=re.IGNORECASE)
+    assert references and all(ref.startswith("data:image/png;base64,") for ref in references)
+    assert "<link" not in page and "<script" not in page and "@import" not in page
+    assert "<table" in page
+
+
+# ---------------------------------------------------------------- the scores table
+
+
+def test_ci_over_seeds_is_a_t_interval_by_hand(tmp_path):
+    for seed, (a, b) in enumerate([(0.50, 0.40), (0.55, 0.45), (0.60, 0.50)]):
+        make_run(tmp_path, f"gpt-s{seed}", variant="gpt", seed=seed, scores={("piqa", 0): {"acc": a, "chance": 0.5}})
+        make_run(tmp_path, f"opt-s{seed}", variant="opt", seed=seed, scores={("piqa", 0): {"acc": b, "chance": 0.5}})
+
+    table = report.score_table(store.scores(tmp_path))
+
+    gpt = _rows(table, variant="gpt").iloc[0]
+    assert gpt["mean"] == pytest.approx(0.55)
+    assert gpt["ci95"] == pytest.approx(T_975_DF2 * 0.05 / math.sqrt(3), rel=1e-9)
+    assert gpt["interval"] == "t-interval over 3 seeds"
+    shown = report.score_display(table, ["gpt", "opt"]).iloc[0]
+    assert shown["gpt"] == "0.550 ± 0.124 ★"
+    assert shown["chance"] == "0.500"
+    opt = _rows(table, variant="opt").iloc[0]
+    # every seed favours gpt by 0.1, but three seeds' scores alone cannot carry a test
+    assert opt["test"] is None and not opt["significant"]
+    assert shown["opt"] == "0.450 ± 0.124"
+
+
+def test_five_seeds_alone_are_bootstrapped_over_seeds(tmp_path):
+    for seed in range(5):
+        make_run(tmp_path, f"gpt-s{seed}", variant="gpt", seed=seed, scores={("piqa", 0): {"acc": 0.6 + 0.01 * seed}})
+        make_run(tmp_path, f"opt-s{seed}", variant="opt", seed=seed, scores={("piqa", 0): {"acc": 0.5 + 0.01 * seed}})
+
+    opt = _rows(report.score_table(store.scores(tmp_path)), variant="opt").iloc[0]
+
+    assert opt["test"] == "seeds (n=5)" and opt["p_vs_best"] == 0.0 and opt["significant"]
+
+
+def test_seeds_with_outcomes_are_bootstrapped_over_seeds_and_examples(tmp_path):
+    for seed in range(3):
+        for name, right in (("gpt", 160), ("opt", 80)):
+            values = outcomes(200, right - seed, offset=seed)
+            make_run(tmp_path, f"{name}-s{seed}", variant=name, seed=seed,
+                     scores={("piqa", 0): {"acc": float(np.mean(values))}}, samples={("piqa", 0): {"acc": values}})
+
+    opt = _rows(report.score_table(store.scores(tmp_path)), variant="opt").iloc[0]
+
+    assert opt["test"] == "seeds × examples (k=3, n=200)"
+    assert opt["significant"] and opt["p_vs_best"] < 0.001
+
+
+def test_seeds_and_examples_bootstrap_keeps_the_seed_variance():
+    # one row per seed: the first seed favours a on every example, the second shows no difference
+    matrix = np.array([[1.0] * 50, [0.0] * 50])
+    # pooling the examples would give p = 0; resampling the seeds gives both seeds 0 with probability 1/4
+    observed, p = report.seeds_examples_bootstrap([matrix])
+    assert observed == 0.5
+    assert p == pytest.approx(2 * 1 / 4, abs=0.03)
+    # with one seed it is the paired bootstrap over examples: the exact enumeration's 134/256
+    assert report.seeds_examples_bootstrap([np.array([[1.0, 1.0, 1.0, -1.0]])])[1] == pytest.approx(134 / 256, abs=0.03)
+
+
+def test_one_seed_uses_lm_eval_stderr(tmp_path):
+    make_run(tmp_path, "gpt-s0", variant="gpt", scores={("piqa", 0): {"acc": 0.612, "acc_stderr": 0.0105}})
+
+    table = report.score_table(store.scores(tmp_path))
+
+    assert table.iloc[0]["ci95"] == pytest.approx(1.96 * 0.0105, rel=1e-3)
+    assert table.iloc[0]["interval"] == "1.96·stderr"
+    assert report.score_display(table, ["gpt"]).iloc[0]["gpt"] == "0.612 ± 0.021 ★"
+
+
+def _two_variants(folder: Path, a: list[int], b: list[int], task: str = "hyperbaton") -> pd.DataFrame:
+    for name, values in (("gpt", a), ("opt", b)):
+        make_run(folder, f"{name}-s0", variant=name, scores={(task, 0): {"acc": float(np.mean(values)),
+                                                                          "acc_norm": float(np.mean(values)),
+                                                                          "chance": 0.5}},
+                 samples={(task, 0): {"acc": values, "acc_norm": values}})
+    return report.score_table(store.scores(folder))
+
+
+def test_tied_variants_are_all_marked_best(tmp_path):
+    table = _two_variants(tmp_path, [0] * 6, [0] * 6)
+
+    shown = report.score_display(table, ["gpt", "opt"]).iloc[0]
+    assert (shown["gpt"], shown["opt"]) == ("0.00 ★", "0.00 ★")
+
+
+def test_large_difference_is_marked_significant(tmp_path):
+    # 200 examples: gpt right on 80% (0..159), opt on 40% (100..179)
+    table = _two_variants(tmp_path, outcomes(200, 160), outcomes(200, 80, offset=100))
+
+    assert _rows(table, variant="gpt").iloc[0]["best"]
+    opt = _rows(table, variant="opt").iloc[0]
+    assert opt["metric"] == "acc_norm"  # preferred over acc
+    assert opt["significant"] and opt["p_vs_best"] < 0.001
+    assert opt["test"] == "examples (n=200)"
+    assert report.score_display(table, ["gpt", "opt"]).iloc[0]["opt"].endswith(report.WORSE_MARK)
+
+
+def test_a_few_flips_are_not_significant(tmp_path):
+    same = outcomes(200, 100)
+    a, b = list(same), list(same)
+    a[150], a[151] = 1, 1  # gpt alone right on two examples
+    b[0] = 0  # and on a third
+    b[152] = 1  # opt alone right on one
+    table = _two_variants(tmp_path, a, b)
+
+    opt = _rows(table, variant="opt").iloc[0]
+    assert not opt["significant"] and opt["p_vs_best"] > 0.2
+    shown = report.score_display(table, ["gpt", "opt"]).iloc[0]
+    assert (shown["gpt"], shown["opt"]) == ("0.510 ★", "0.500")  # no stderr recorded, no mark
+
+
+def test_seeds_that_disagree_are_not_significant(tmp_path):
+    for seed, (a, b) in enumerate([(0.60, 0.52), (0.50, 0.58), (0.55, 0.54), (0.57, 0.50), (0.49, 0.53)]):
+        make_run(tmp_path, f"gpt-s{seed}", variant="gpt", seed=seed, scores={("piqa", 0): {"acc": a}})
+        make_run(tmp_path, f"opt-s{seed}", variant="opt", seed=seed, scores={("piqa", 0): {"acc": b}})
+
+    opt = _rows(report.score_table(store.scores(tmp_path)), variant="opt").iloc[0]
+
+    assert opt["test"] == "seeds (n=5)" and not opt["significant"] and opt["p_vs_best"] > 0.2
+
+
+def test_bits_per_byte_lower_is_better_and_pll_is_not_ranked(tmp_path):
+    nbytes = 100.0
+    for name, family, bpb in (("gpt", "decoder", 1.5), ("opt", "decoder", 1.8), ("bert", "encoder", 0.9)):
+        # per-document (loglikelihood, bytes), as lm-eval records bits_per_byte samples
+        pairs = [[-nbytes * (bpb + 0.01 * (i % 5)) * math.log(2), nbytes] for i in range(50)]
+        make_run(tmp_path, f"{name}-s0", variant=name, family=family,
+                 scores={("corpus_ppl", 0): {"bits_per_byte": bpb + 0.02}},
+                 samples={("corpus_ppl", 0): {"bits_per_byte": pairs}})
+
+    table = report.score_table(store.scores(tmp_path)).set_index("variant")
+
+    assert table.loc["gpt", "best"] and not table.loc["gpt", "higher_is_better"]
+    assert table.loc["opt", "significant"] and table.loc["opt", "test"] == "examples (n=50)"
+    assert not table.loc["bert", "best"] and table.loc["bert", "pll"]
+    shown = report.score_display(table.reset_index(), ["bert", "gpt", "opt"]).iloc[0]
+    assert shown["metric"] == "bits_per_byte ↓"
+    assert shown["bert"] == "0.920 (PLL)" and shown["gpt"] == "1.52 ★" and shown["opt"] == "1.82 †"
+
+
+def test_report_states_the_test_and_alpha(tmp_path):
+    _two_variants(tmp_path, outcomes(200, 160), outcomes(200, 80, offset=100))
+
+    markdown = report.write_report(tmp_path).read_text()
+
+    assert "paired bootstrap over examples" in markdown
+    assert "10,000 resamples with seed 0, two-sided, α = 0.05" in markdown
+    assert "± 1.96·stderr" in markdown
+    assert "| hyperbaton | 0 | acc_norm ↑ | 0.500 | 0.800 ★ | 0.400 † |" in markdown
+
+
+# ---------------------------------------------------------------- bad inputs
+
+
+def test_mixed_tokenizers_are_refused(tmp_path):
+    make_run(tmp_path, "gpt-s0", variant="gpt", tokenizer_hash="1111aaaa2222bbbb")
+    make_run(tmp_path, "bert-s0", variant="bert", tokenizer_hash="3333cccc4444dddd")
+
+    with pytest.raises(UserError, match=r"different tokenizers.*3333cccc4444: bert-s0.*1111aaaa2222: gpt-s0|"
+                                        r"different tokenizers.*1111aaaa2222: gpt-s0.*3333cccc4444: bert-s0"):
+        report.write_report(tmp_path)
+    assert not (tmp_path / "report.md").exists()
+
+
+def test_empty_folder_is_a_user_error(tmp_path):
+    with pytest.raises(UserError, match="has no runs"):
+        report.write_report(tmp_path)
+
+
+def test_cli_exits_2_with_one_line(tmp_path):
+    done = subprocess.run([sys.executable, "-m", "arches.cli", "report", str(tmp_path)], capture_output=True,
+                          text=True, timeout=120)
+
+    assert done.returncode == 2
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("arches: error:") and "has no runs" in lines[0]
+
+
+def test_report_command_prints_the_path_last(tmp_path, capsys):
+    make_run(tmp_path, "gpt-s0", variant="gpt")
+
+    report.report_command([str(tmp_path)])
+
+    assert capsys.readouterr().out.strip().splitlines()[-1] == str(tmp_path / "report.md")
+    with pytest.raises(UserError, match="expected one results folder"):
+        report.report_command([])
+
+
+# ---------------------------------------------------------------- findings (Wang et al. 2022)
+
+TASKS = ("hyperbaton", "winowhy")
+
+
+def _wang_folder(folder: Path, right: dict[str, list[int]]) -> Path:
+    for variant, values in right.items():
+        make_run(folder, f"{variant}-s0", variant=variant, experiment="wang2022",
+                 scores={(task, 0): {"acc": float(np.mean(values)), "chance": 0.5} for task in TASKS},
+                 samples={(task, 0): {"acc": values} for task in TASKS})
+    return folder
+
+
+def _findings(folder: Path) -> tuple[list[str], list[str]]:
+    runs = store.load_runs(folder)
+    blocks = report.wang2022_findings(runs, store.scores(folder, runs))
+    verdicts = [text for kind, text in blocks if kind == "p" and text.startswith("**Verdict")]
+    items = [item for kind, content in blocks if kind == "ul" for item in content]
+    return verdicts, items
+
+
+def test_findings_reproduced(tmp_path):
+    rates = {"cd_flm": 160, "nd_plm": 120, "ed_plm": 80, "cd_mlm": 60, "nd_mlm": 60, "ed_mlm": 40}
+    _wang_folder(tmp_path, {v: outcomes(200, r, offset=7 * i) for i, (v, r) in enumerate(rates.items())})
+
+    verdicts, items = _findings(tmp_path)
+
+    assert verdicts == ["**Verdict: reproduced.**", "**Verdict: reproduced.**"]
+    assert items[0].startswith("cd_flm − nd_plm = +0.200 (p < 0.0001, examples pooled over 2 tasks (n=400))")
+    assert all(item.endswith(": reproduced.") for item in items)
+
+
+def test_findings_contradicted(tmp_path):
+    rates = {"cd_flm": 80, "nd_plm": 120, "ed_plm": 160, "cd_mlm": 180, "nd_mlm": 180, "ed_mlm": 180}
+    _wang_folder(tmp_path, {v: outcomes(200, r, offset=7 * i) for i, (v, r) in enumerate(rates.items())})
+
+    verdicts, items = _findings(tmp_path)
+
+    assert verdicts == ["**Verdict: contradicted.**", "**Verdict: contradicted.**"]
+    assert items[0].startswith("cd_flm − nd_plm = −0.200")
+    assert not any("reproduced" in item for item in items)
+
+
+def test_findings_not_significant(tmp_path):
+    base = outcomes(200, 100)
+    right = {}
+    for i, variant in enumerate(report.WANG2022_NAMES):
+        values = list(base)
+        values[i] = 1 - values[i]  # one flip each: identical up to noise
+        right[variant] = values
+    _wang_folder(tmp_path, right)
+
+    verdicts, items = _findings(tmp_path)
+
+    assert verdicts == ["**Verdict: not significant at this scale.**"] * 2
+    assert all("not significant at this scale; this report cannot tell the two apart" in item for item in items)
+    assert not any("reproduced" in item or "contradicted" in item for item in items)
+
+
+def test_findings_over_seeds_and_missing_variants(tmp_path):
+    for seed in range(3):
+        for variant, right in (("cd_flm", 150), ("nd_plm", 100)):
+            values = outcomes(200, right + seed, offset=3 * seed)
+            make_run(tmp_path, f"{variant}-s{seed}", variant=variant, seed=seed, experiment="wang2022",
+                     scores={(task, 0): {"acc": float(np.mean(values)), "chance": 0.5} for task in TASKS},
+                     samples={(task, 0): {"acc": values} for task in TASKS})
+
+    verdicts, items = _findings(tmp_path)
+
+    assert items[0] == ("cd_flm − nd_plm = +0.250 (p < 0.0001, seeds × examples pooled over 2 tasks (k=3, n=400)): "
+                        "reproduced.")
+    assert items[1].startswith("nd_plm vs ed_plm: not tested")
+    assert verdicts[0].startswith("**Verdict: not tested")  # never 'reproduced' without ed_plm
+
+
+def test_findings_from_three_seeds_without_outcomes_are_not_tested(tmp_path):
+    for seed, (flm, plm) in enumerate([(0.60, 0.55), (0.62, 0.56), (0.64, 0.60)]):
+        for variant, score in (("cd_flm", flm), ("nd_plm", plm)):
+            make_run(tmp_path, f"{variant}-s{seed}", variant=variant, seed=seed, experiment="wang2022",
+                     scores={(task, 0): {"acc": score, "chance": 0.5} for task in TASKS})
+
+    _, items = _findings(tmp_path)
+
+    assert items[0].startswith("cd_flm − nd_plm = +0.0500: not tested (no per-example outcomes recorded")
+
+
+def test_wang2022_report_has_findings(tmp_path):
+    rates = {"cd_flm": 160, "nd_plm": 120, "ed_plm": 80, "cd_mlm": 60, "nd_mlm": 60, "ed_mlm": 40}
+    _wang_folder(tmp_path, {v: outcomes(200, r, offset=7 * i) for i, (v, r) in enumerate(rates.items())})
+
+    markdown = report.write_report(tmp_path).read_text()
+
+    assert "## Findings: Wang et al. 2022" in markdown
+    assert "44.2 / 43.5 / 39.9 after 168B tokens" in markdown
+    assert markdown.count("**Verdict: reproduced.**") == 2
