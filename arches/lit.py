@@ -40,8 +40,10 @@ class LitArches(L.LightningModule):
         # Running totals; buffers so they are saved and restored with a checkpoint.
         self.register_buffer("tokens_seen", torch.zeros((), dtype=torch.long), persistent=True)
         self.register_buffer("loss_tokens_seen", torch.zeros((), dtype=torch.long), persistent=True)
-        self._clock: float | None = None
-        self._clock_tokens = 0
+        # seconds inside training batches (forward, backward, optimizer step): the
+        # throughput figure, free of start-up, validation and logging time
+        self.train_seconds = 0.0
+        self._batch_started = 0.0
         self.val_history: list[dict] = []
 
     def forward(self, batch: dict[str, torch.Tensor]):
@@ -56,11 +58,7 @@ class LitArches(L.LightningModule):
         windows = batch["input_ids"].shape[0]
         self.tokens_seen += windows * self.window_tokens
         self.loss_tokens_seen += (batch["labels"] != IGNORE_INDEX).sum()
-        now = time.perf_counter()
-        if self._clock is None:
-            self._clock, self._clock_tokens = now, int(self.tokens_seen)
-        elapsed = now - self._clock
-        tokens_per_s = (int(self.tokens_seen) - self._clock_tokens) / elapsed if elapsed > 0 else 0.0
+        tokens_per_s = float(self.tokens_seen) / self.train_seconds if self.train_seconds > 0 else 0.0
         self.log("train/loss", loss, prog_bar=True)
         self.log("tok/s", tokens_per_s, prog_bar=True)
         self.log("train/tokens_seen", self.tokens_seen.float())
@@ -68,6 +66,14 @@ class LitArches(L.LightningModule):
         self.log("train/flops", self.tokens_seen.float() * self.flops_per_token)
         self.log("train/lr", self.trainer.optimizers[0].param_groups[0]["lr"])
         return loss
+
+    def on_train_batch_start(self, batch, batch_idx: int) -> None:
+        self._batch_started = time.perf_counter()
+
+    def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()
+        self.train_seconds += time.perf_counter() - self._batch_started
 
     def on_validation_epoch_start(self) -> None:
         self._val_loss_sum = 0.0

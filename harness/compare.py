@@ -1,0 +1,170 @@
+"""`arches compare experiment=<name>`: train every variant x seed of an experiment,
+evaluate each at every shot count of its suite, and write the report.
+
+Work already complete in `results/<experiment>/` is skipped, so a second invocation
+after an interruption does only what is missing: a run counts as trained when its
+record says `completed`; an evaluation counts as done when the record lists its shot
+count under `compared_shots` (written only after lm-eval finished and the scores were
+recorded). A run left `running` by a killed process is trained again from the start.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from omegaconf import DictConfig
+
+from arches.config import compose, group_choices
+from arches.errors import ArchesError, UserError, unknown
+
+# `quick=true`: any experiment as a smoke check (the tests use it).
+QUICK_OVERRIDES = [
+    "size=debug",
+    "data.seq_len=64",
+    "train.max_tokens=4096",
+    "train.micro_batch_size=4",
+    "train.val_interval=4",
+    "train.val_windows=4",
+    "eval=quick",
+    "eval.limit=8",
+]
+
+
+@dataclass
+class PlannedRun:
+    variant: str
+    seed: int
+    overrides: list[str]
+    run_dir: Path
+
+    @property
+    def label(self) -> str:
+        return f"{self.variant} (seed {self.seed})"
+
+
+def _experiment_name(overrides: list[str]) -> str:
+    names = [o.split("=", 1)[1] for o in overrides if o.split("=", 1)[0].lstrip("+") == "experiment"]
+    if not names:
+        return "families"
+    if names[-1] not in group_choices("experiment"):
+        raise unknown("experiment", names[-1], group_choices("experiment"))
+    return names[-1]
+
+
+def plan(overrides: list[str]) -> tuple[DictConfig, list[PlannedRun], list[str]]:
+    """The experiment's config and its runs (variant x seed), with their overrides."""
+    name = _experiment_name(overrides)
+    user = [o for o in overrides if o.split("=", 1)[0].lstrip("+") != "experiment"]
+    quick = compose([f"experiment={name}", *user]).get("quick", False)
+    common = [f"experiment={name}", *(QUICK_OVERRIDES if quick else [])]
+    cfg = compose([*common, *user])
+    experiment = cfg.get("experiment")
+    if not experiment or not experiment.get("variants"):
+        raise UserError(f"experiment '{name}' lists no variants; add experiment.variants to sweeps/experiment/{name}.yaml")
+    out = Path(cfg.results_dir) / experiment.name
+    runs = []
+    for variant, variant_overrides in experiment.variants.items():
+        for seed in experiment.seeds:
+            # the user's overrides come last: they win over the experiment's
+            overrides_for_run = [*common, *variant_overrides, *user, f"seed={seed}", f"variant={variant}"]
+            runs.append(PlannedRun(str(variant), int(seed), overrides_for_run, out / f"{variant}-seed{seed}"))
+    return cfg, runs, user
+
+
+def _record(run: PlannedRun) -> dict:
+    from arches.run import RUN_RECORD, read_json
+
+    path = run.run_dir / RUN_RECORD
+    return read_json(path) if path.exists() else {}
+
+
+def unigram_baseline(cfg: DictConfig) -> dict:
+    """A unigram model fitted on the training split (add-one smoothing), scored on the
+    validation split (nats per token, comparable to an LM's validation loss) and on the
+    test split (bits per byte, comparable to corpus_ppl's bits_per_byte)."""
+    from arches.data import prepare
+
+    prepared = prepare(cfg)
+    counts = np.bincount(np.asarray(prepared.tokens("train")), minlength=prepared.vocab_size).astype(np.float64) + 1.0
+    log_probs = np.log(counts / counts.sum())
+
+    def nats(split: str) -> tuple[float, int]:
+        tokens = np.asarray(prepared.tokens(split))
+        return float(-log_probs[tokens].sum()), len(tokens)
+
+    val_nats, val_tokens = nats("val")
+    test_nats, _ = nats("test")
+    test_bytes = prepared.stats["splits"]["test"]["bytes"]
+    return {
+        "unigram": {
+            "val_loss_nats": val_nats / max(1, val_tokens),
+            "bits_per_byte": test_nats / np.log(2) / max(1, test_bytes),
+            "split": "val (loss), test (bits per byte)",
+            "tokenizer_hash": prepared.tokenizer_hash,
+        }
+    }
+
+
+def compare(overrides: list[str]) -> Path:
+    """Run the whole comparison; returns the path of report.md."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from arches.run import update_record, write_json
+    from arches.train import train
+    from harness.evaluate import evaluate
+    from harness.report import write_report
+
+    console = Console(stderr=True)
+    cfg, runs, _ = plan(overrides)
+    out = Path(cfg.results_dir) / cfg.experiment.name
+    shots = [int(k) for k in cfg.eval.num_fewshot]
+    out.mkdir(parents=True, exist_ok=True)
+
+    def status(run: PlannedRun) -> tuple[bool, list[int]]:
+        record = _record(run)
+        trained = record.get("status") == "completed"
+        return trained, [k for k in shots if k not in (record.get("compared_shots") or [])] if trained else shots
+
+    table = Table(title=f"arches compare: {cfg.experiment.name} ({len(runs)} runs, shots {shots})")
+    for column in ("run", "training", "evaluation"):
+        table.add_column(column)
+    for run in runs:
+        trained, missing = status(run)
+        table.add_row(run.label, "done" if trained else "to do", "done" if not missing else f"to do: {missing}-shot")
+    console.print(table)
+
+    baseline = out / "baseline.json"
+    if not baseline.exists():
+        write_json(baseline, unigram_baseline(cfg))
+
+    started = time.perf_counter()
+    for index, run in enumerate(runs, 1):
+        trained, missing = status(run)
+        if trained and not missing:
+            continue
+        run_cfg = compose([*run.overrides, f"results_dir={out}", f"run_name={run.run_dir.name}"])
+        if not trained:
+            console.rule(f"[{index}/{len(runs)}] training {run.label}")
+            try:
+                train(run_cfg)
+            except ArchesError as error:
+                # recorded as failed in its run folder; the report shows it
+                console.print(f"[red]{run.label} failed: {error}[/red]")
+                continue
+        record = _record(run)
+        for k in missing:
+            console.rule(f"[{index}/{len(runs)}] evaluating {run.label}, {k}-shot")
+            eval_cfg = compose([*run.overrides, f"run={run.run_dir}", f"eval.num_fewshot=[{k}]"])
+            evaluate(eval_cfg)
+            record = update_record(run.run_dir, compared_shots=sorted({*(record.get("compared_shots") or []), k}))
+    console.print(f"compare: work done in {time.perf_counter() - started:.0f} s")
+    return write_report(out)
+
+
+def compare_command(argv: list[str]) -> None:
+    report = compare(argv)
+    print(report)

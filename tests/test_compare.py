@@ -1,0 +1,128 @@
+"""`arches compare`: experiments compose and train, the whole pipeline runs at debug
+size, a second invocation skips finished work, and a killed comparison resumes."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from conftest import write_tiny_corpus
+
+from arches.config import compose, group_choices
+from arches.registry import family, model_config, plain
+from harness.compare import plan
+
+EXPERIMENTS = group_choices("experiment")
+
+
+def local_overrides(tmp_path: Path) -> list[str]:
+    corpus = tmp_path / "corpus"
+    if not corpus.exists():
+        write_tiny_corpus(corpus, documents=30)
+    return [
+        "data=local",
+        f"data.paths=[{corpus}]",
+        "data.vocab_size=512",
+        "data.seq_len=32",
+        f"cache_dir={tmp_path / 'cache'}",
+        f"results_dir={tmp_path / 'results'}",
+    ]
+
+
+def test_the_paper_experiments_exist():
+    assert {"families", "seed_models", "wang2022", "knobs"} <= set(EXPERIMENTS)
+
+
+@pytest.mark.parametrize("experiment", EXPERIMENTS)
+def test_experiment_composes_and_each_variant_trains_one_step(experiment, tmp_path):
+    from arches.train import train
+
+    cfg, runs, _ = plan([f"experiment={experiment}", *local_overrides(tmp_path), "quick=true"])
+    assert cfg.experiment.name == experiment
+    assert len(runs) == len(cfg.experiment.variants) * len(cfg.experiment.seeds)
+    hashes = set()
+    for run in runs:
+        run_cfg = compose([*run.overrides, *local_overrides(tmp_path), "trainer.max_steps=1", f"run_name={run.variant}"])
+        assert run_cfg.size.name == "debug"  # quick=true
+        model_config(plain(run_cfg.arch), run_cfg.size, 512, int(run_cfg.data.seq_len))
+        record = train(run_cfg)
+        assert record["status"] == "completed" and record["steps"] == 1
+        assert record["variant"] == run.variant and record["experiment"] == experiment
+        hashes.add(record["tokenizer_hash"])
+        family(record["family"])
+    assert len(hashes) == 1  # every variant saw the same tokenizer
+
+
+def compare_cmd(tmp_path: Path, *extra: str) -> list[str]:
+    return [sys.executable, "-m", "arches.cli", "compare", "experiment=families", "quick=true",
+            *local_overrides(tmp_path), *extra]
+
+
+def env() -> dict:
+    return {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
+
+
+def test_compare_end_to_end_then_skips_finished_work(tmp_path):
+    first = subprocess.run(compare_cmd(tmp_path), capture_output=True, text=True, env=env(), timeout=900)
+    assert first.returncode == 0, first.stderr[-3000:]
+    report = Path(first.stdout.strip().splitlines()[-1])
+    assert report.name == "report.md" and report.exists()
+    assert (report.parent / "report.html").exists() and (report.parent / "baseline.json").exists()
+    folder = report.parent
+    records = {p.parent.name: json.loads(p.read_text()) for p in folder.glob("*/run.json")}
+    assert set(records) == {"gpt-seed0", "bert-seed0", "t5-seed0", "glm-seed0"}
+    for record in records.values():
+        assert record["status"] == "completed" and record["compared_shots"] == [0]
+        assert any(key.startswith("corpus_ppl|") for key in record["evals"])
+    text = report.read_text()
+    for variant in ("gpt", "bert", "t5", "glm", "unigram baseline"):
+        assert variant in text
+
+    # a second invocation trains and evaluates nothing again
+    before = {name: (folder / name / "run.json").stat().st_mtime_ns for name in records}
+    second = subprocess.run(compare_cmd(tmp_path), capture_output=True, text=True, env=env(), timeout=600)
+    assert second.returncode == 0, second.stderr[-3000:]
+    assert "training" not in second.stderr.split("compare: work done")[0].split("runs, shots")[-1]
+    after = {name: (folder / name / "run.json").stat().st_mtime_ns for name in records}
+    assert before == after
+
+
+def test_killed_compare_resumes_without_redoing_a_run(tmp_path):
+    process = subprocess.Popen(compare_cmd(tmp_path), stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env())
+    first_record = tmp_path / "results" / "families" / "gpt-seed0" / "run.json"
+    deadline = time.time() + 600
+    while time.time() < deadline:
+        if first_record.exists() and json.loads(first_record.read_text()).get("compared_shots"):
+            break
+        assert process.poll() is None, process.stderr.read().decode()[-2000:]
+        time.sleep(0.5)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    done = json.loads(first_record.read_text())
+    assert done["status"] == "completed"
+
+    rerun = subprocess.run(compare_cmd(tmp_path), capture_output=True, text=True, env=env(), timeout=900)
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    assert "training gpt" not in rerun.stderr  # the finished run was not trained again
+    assert json.loads(first_record.read_text())["wall_time_s"] == done["wall_time_s"]
+    folders = sorted(p.name for p in (tmp_path / "results" / "families").iterdir() if p.is_dir())
+    assert folders == ["bert-seed0", "glm-seed0", "gpt-seed0", "t5-seed0"]
+    for name in folders:
+        assert json.loads((tmp_path / "results" / "families" / name / "run.json").read_text())["status"] == "completed"
+
+
+def test_unknown_experiment_is_one_line_and_exit_2(tmp_path):
+    result = subprocess.run(
+        [sys.executable, "-m", "arches.cli", "compare", "experiment=famlies", *local_overrides(tmp_path)],
+        capture_output=True, text=True, env=env(), timeout=120,
+    )
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "families" in lines[0] and "famlies" in lines[0]
+    assert not (tmp_path / "results").exists()
