@@ -88,8 +88,9 @@ class Transformer(nn.Module):
         default_positions = torch.arange(offset, offset + length, device=tokens.device).expand(batch, length)
         if position_ids is None:
             position_ids = default_positions
-        if offset and is_causal and length > 1:
-            # SDPA's is_causal aligns to the top-left; with cached keys spell the mask out
+        if is_causal and (offset or mask is not None):
+            # SDPA's is_causal aligns to the top-left and is not combined with a mask:
+            # with cached keys or a mask, spell the causal mask out
             mask = masks.combine(mask, masks.causal(offset + length, tokens.device)[offset:])
             is_causal = False
         if mask is not None:
