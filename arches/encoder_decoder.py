@@ -188,6 +188,10 @@ class EncoderDecoderScorer(BaseScorer):
         logprobs, greedy = score_positions(self.model.head, hidden, owners, positions, targets)
         return sum_by_request(owners, logprobs, greedy, len(requests))
 
+    def probe_pair(self) -> TokenPair:
+        # the longest encoder input and the longest decoder input at once
+        return [self.specials.eos] * self.max_len, [self.specials.eos] * (self.max_len - len(self.decoder_start()) + 1)
+
     @torch.inference_mode()
     def generate(self, contexts: list[str], until: list[list[str]], max_tokens: int) -> list[str]:
         """Greedy decoding with the decoder's KV cache; the encoder runs once. In the

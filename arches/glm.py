@@ -225,6 +225,10 @@ class GLMScorer(BaseScorer):
         logprobs, greedy = score_positions(self.model.head, hidden, owners, positions, targets)
         return sum_by_request(owners, logprobs, greedy, len(requests))
 
+    def probe_pair(self) -> TokenPair:
+        half = self.max_len // 2  # Part A (context + mask) and Part B fill max_len
+        return [self.specials.eos] * (self.max_len - 1 - half), [self.specials.eos] * half
+
     @torch.inference_mode()
     def generate(self, contexts: list[str], until: list[list[str]], max_tokens: int) -> list[str]:
         """Greedy infilling in Part B with the KV cache: Part A (left-padded, positions

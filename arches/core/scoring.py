@@ -309,8 +309,9 @@ class BaseScorer:
         raise NotImplementedError
 
     def probe_pair(self) -> TokenPair:
+        """A request that fills the model's input (the decoder's here: max_len + 1 ids)."""
         half = self.max_len // 2
-        return [self.specials.eos] * half, [self.specials.eos] * (self.max_len - half - self.rolling_margin)
+        return [self.specials.eos] * (self.max_len + 1 - half), [self.specials.eos] * half
 
     def probe(self, batch_size: int) -> None:
         self.score_tokens([self.probe_pair()] * batch_size, batch_size)
