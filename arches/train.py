@@ -42,8 +42,10 @@ def precision(cfg: DictConfig) -> str:
     return "bf16-mixed" if torch.cuda.is_available() and cfg.trainer.accelerator in ("auto", "gpu", "cuda") else "32-true"
 
 
-def train(cfg: DictConfig) -> dict:
-    """Train the configured architecture; returns the run's record (metrics, run_dir)."""
+def train(cfg: DictConfig, callbacks: list | None = None) -> dict:
+    """Train the configured architecture; returns the run's record (metrics, run_dir).
+
+    `callbacks` are extra Lightning callbacks (e.g. Optuna's pruning callback)."""
     import lightning as L
     import torch
     from lightning.pytorch.callbacks import RichProgressBar
@@ -135,7 +137,7 @@ def train(cfg: DictConfig) -> dict:
         num_sanity_val_steps=0,
         log_every_n_steps=int(cfg.train.log_interval),
         logger=[CSVLogger(logs, name="", version=""), TensorBoardLogger(logs, name="", version="tensorboard")],
-        callbacks=[RichProgressBar()] if sys.stderr.isatty() else [],
+        callbacks=([RichProgressBar()] if sys.stderr.isatty() else []) + list(callbacks or []),
         enable_progress_bar=sys.stderr.isatty(),
         enable_checkpointing=False,
         enable_model_summary=False,

@@ -88,7 +88,7 @@ def test_compare_end_to_end_then_skips_finished_work(tmp_path):
     before = {name: (folder / name / "run.json").stat().st_mtime_ns for name in records}
     second = subprocess.run(compare_cmd(tmp_path), capture_output=True, text=True, env=env(), timeout=600)
     assert second.returncode == 0, second.stderr[-3000:]
-    assert "training" not in second.stderr.split("compare: work done")[0].split("runs, shots")[-1]
+    assert "] training" not in second.stderr and "] evaluating" not in second.stderr
     after = {name: (folder / name / "run.json").stat().st_mtime_ns for name in records}
     assert before == after
 
@@ -109,7 +109,8 @@ def test_killed_compare_resumes_without_redoing_a_run(tmp_path):
 
     rerun = subprocess.run(compare_cmd(tmp_path), capture_output=True, text=True, env=env(), timeout=900)
     assert rerun.returncode == 0, rerun.stderr[-3000:]
-    assert "training gpt" not in rerun.stderr  # the finished run was not trained again
+    assert "] training gpt" not in rerun.stderr  # the finished run was not trained again
+    assert "] evaluating gpt" not in rerun.stderr
     assert json.loads(first_record.read_text())["wall_time_s"] == done["wall_time_s"]
     folders = sorted(p.name for p in (tmp_path / "results" / "families").iterdir() if p.is_dir())
     assert folders == ["bert-seed0", "glm-seed0", "gpt-seed0", "t5-seed0"]

@@ -18,7 +18,7 @@ class FamilySpec:
     - `build(model_cfg, arch)` -> the model, whose `forward(batch) -> (logits, loss)`;
       `arch` is the preset's mapping (objective settings).
     - `collate(arch, specials, seq_len)` -> the objective: list of windows -> batch.
-    - `scorer(model, tokenizer, arch)` -> a Scorer for lm-eval (evaluation issue).
+    - `scorer(model, tokenizer, arch, **options)` -> a Scorer for lm-eval (`arches.core.scoring`).
     - `input_len(arch, seq_len)` -> the longest sequence the model sees for a window,
       which `max_len` must cover.
     - `flops_per_token(model_cfg, arch, seq_len)` -> analytic training FLOPs per window token.
