@@ -1,0 +1,505 @@
+"""`evaluate(cfg)`: lm-eval over a run folder, the scores written into it.
+
+    arches eval run=<run folder> eval.tasks=[corpus_cloze,corpus_next,hyperbaton] eval.num_fewshot=[0,5]
+
+The model is rebuilt from the run's checkpoint by `harness.lm.ArchesLM` and the
+corpus tasks from the run's own `config.yaml` (never from this command line).
+Tasks come from three places, all run by lm-eval's `simple_evaluate`:
+
+- the bundled corpus tasks (`harness/tasks/`: corpus_ppl, corpus_cloze,
+  corpus_next), whose data is built once per corpus from its held-out documents
+  into `<corpus cache entry>/tasks/<key>/` and handed to their loader through
+  lm-eval's task metadata (`arches_task_data`);
+- BIG-bench tasks converted by `arches data bigbench` into `<cache_dir>/bigbench/tasks/`;
+- lm-eval's own tasks by name (hellaswag, piqa, ...), unchanged, where the
+  Hugging Face Hub is reachable.
+
+A task name ending in `?` is optional: skipped with a note where unavailable.
+Each shot count is one `simple_evaluate` with fixed seeds; its results JSON and
+per-task samples (with each example's doc_id and metric values, for a paired
+bootstrap later) go to `<run>/eval/`, and the run's record (`run.json`, key
+`evals`, "{task}|{shots}") is updated once, only after every shot count succeeded.
+Files: `eval/results-{task}-{k}shot.json` (lm-eval's results JSON for that task)
+and `eval/samples-{task}-{k}shot.jsonl` (lm-eval's logged samples, one per line).
+Bad input (no checkpoint, a tokenizer hash mismatch, an unknown or empty task,
+more shots than a task's few-shot split holds) is one line and changes nothing.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import math
+import os
+import socket
+import time
+import urllib.parse
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from arches.errors import UserError, closest
+
+EVAL_DIR = "eval"
+BUNDLED_TASKS = ("corpus_ppl", "corpus_cloze", "corpus_next")
+OPTIONAL = "?"
+PROXY_VARIABLES = ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy")
+
+
+def _offline() -> bool:
+    flags = (os.environ.get(var, "").strip().lower() for var in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE"))
+    return any(flag in ("1", "true", "yes", "on") for flag in flags)
+
+
+def _hub_reachable(timeout: float = 3.0) -> bool:
+    """Whether the Hugging Face Hub answers a TCP connection (the datasets library would
+    otherwise retry for most of a minute before failing). Behind a proxy, loading decides."""
+    if any(os.environ.get(var) for var in PROXY_VARIABLES):
+        return True
+    endpoint = urllib.parse.urlsplit(os.environ.get("HF_ENDPOINT", "https://huggingface.co"))
+    port = endpoint.port or (443 if endpoint.scheme == "https" else 80)
+    try:
+        socket.create_connection((endpoint.hostname, port), timeout=timeout).close()
+    except OSError:
+        return False
+    return True
+
+
+def _is_connection_error(error: BaseException) -> bool:
+    names = {cls.__name__ for cls in type(error).__mro__}
+    return isinstance(error, (ConnectionError, TimeoutError)) or bool(
+        names & {"ConnectError", "ConnectTimeout", "TransportError", "OfflineModeIsEnabled", "ReadTimeout",
+                 "LocalEntryNotFoundError"}
+    )  # fmt: skip
+
+
+def _alternatives(cache_dir: Any) -> str:
+    from harness.bigbench import BIGBENCH_TASKS, converted_tasks
+
+    converted = converted_tasks(cache_dir)
+    bigbench = ", ".join(converted) if converted else f"{', '.join(BIGBENCH_TASKS)} (after `arches data bigbench`)"
+    return f"offline, use the bundled {', '.join(BUNDLED_TASKS)} or BIG-bench {bigbench}"
+
+
+def _hub_error(name: str, cache_dir: Any) -> UserError:
+    return UserError(
+        f"task '{name}' is one of lm-eval's own and loads from the Hugging Face Hub, which cannot be reached here "
+        f"(HF_HUB_OFFLINE/HF_DATASETS_OFFLINE set, or no connection); {_alternatives(cache_dir)}"
+    )
+
+
+# ---------------------------------------------------------------- settings
+
+
+def _settings(cfg: DictConfig) -> dict:
+    ev = cfg.get("eval")
+    if ev is None:
+        raise UserError("the config has no `eval` section; add `- eval: default` to sweeps/config.yaml's defaults")
+    tasks = ev.get("tasks")
+    if isinstance(tasks, str):
+        tasks = [tasks]
+    tasks = [str(t).strip() for t in (tasks or []) if str(t).strip()]
+    if not tasks:
+        raise UserError("eval.tasks is empty; name some tasks, e.g. eval.tasks=[corpus_cloze,corpus_next]")
+    shots = ev.get("num_fewshot", [0])
+    shots = [shots] if isinstance(shots, (int, str)) else list(shots or [])
+    try:
+        shots = [int(k) for k in shots]
+    except (TypeError, ValueError):
+        raise UserError(f"eval.num_fewshot={ev.get('num_fewshot')!r} must be a list of integers, e.g. [0,5]") from None
+    if not shots or any(k < 0 for k in shots):
+        raise UserError(f"eval.num_fewshot={shots} must be a non-empty list of integers >= 0, e.g. [0,5]")
+    limit = ev.get("limit")
+    if limit is not None:
+        if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
+            raise UserError(f"eval.limit={limit} must be a positive number of examples per task, or null for all")
+    batch_size = ev.get("batch_size", 16)
+    if str(batch_size) != "auto" and (not isinstance(batch_size, int) or batch_size < 1):
+        raise UserError(f"eval.batch_size={batch_size} must be a positive integer or auto")
+    corpus = ev.get("corpus") or {}
+    if int(corpus.get("max_examples", 500)) < 1 or int(corpus.get("fewshot_pool", 100)) < 0:
+        raise UserError(
+            f"eval.corpus.max_examples={corpus.get('max_examples')} must be >= 1 and "
+            f"eval.corpus.fewshot_pool={corpus.get('fewshot_pool')} >= 0"
+        )
+    return {
+        "tasks": list(dict.fromkeys(tasks)),
+        "shots": list(dict.fromkeys(shots)),
+        "limit": limit,
+        "batch_size": batch_size,
+        "device": str(ev.get("device", "auto")),
+        "seed": int(ev.get("seed", 1234)),
+        "bootstrap_iters": int(ev.get("bootstrap_iters", 1000)),
+        "max_examples": int(corpus.get("max_examples", 500)),
+        "fewshot_pool": int(corpus.get("fewshot_pool", 100)),
+    }
+
+
+def _run_folder(cfg: DictConfig) -> tuple[Path, DictConfig]:
+    from arches.run import CHECKPOINT_DIR, WEIGHTS_FILE, read_config
+
+    if not cfg.get("run"):
+        raise UserError("which run? set run=<run folder>, e.g. arches eval run=results/gpt-tiny-classics-seed0-...")
+    run_dir = Path(str(cfg.run)).expanduser()
+    if not run_dir.is_dir():
+        raise UserError(f"run={cfg.run} is not a folder; point run= at a run folder written by `arches train`")
+    weights = run_dir / CHECKPOINT_DIR / WEIGHTS_FILE
+    if not weights.is_file():
+        raise UserError(f"{run_dir} has no checkpoint ({weights} is missing); train it first with `arches train`")
+    run_cfg = OmegaConf.create(read_config(run_dir))
+    if "data" not in run_cfg:
+        raise UserError(f"{run_dir / 'config.yaml'} has no `data` section: it is not a run's config; train again")
+    return run_dir, run_cfg
+
+
+def _corpus_config(run_cfg: DictConfig, cfg: DictConfig) -> DictConfig:
+    """The run's corpus (its own `data` section), looked up in the run's cache folder where
+    that exists on this machine, else in this command's `cache_dir`."""
+    recorded = run_cfg.get("cache_dir")
+    cache_dir = recorded if recorded and Path(str(recorded)).expanduser().is_dir() else cfg.cache_dir
+    return OmegaConf.create({"seed": run_cfg.get("seed", 0), "cache_dir": str(cache_dir), "data": run_cfg.data})
+
+
+# ---------------------------------------------------------------- tasks
+
+
+def _local_manager(include: list[Path], metadata: dict | None = None):
+    from lm_eval.tasks import TaskManager
+
+    return TaskManager(include_path=[str(p) for p in include], include_defaults=False, metadata=metadata)
+
+
+def resolve_tasks(settings: dict, cfg: DictConfig, corpus_cfg: DictConfig) -> dict:
+    """Which tasks run and the TaskManager that finds them: {names, skipped, manager, task_data}.
+
+    Names are checked first (cheap: YAMLs are only indexed); then BIG-bench tasks
+    are converted from a cached archive and the bundled tasks' data is built, if missing.
+    """
+    from harness import bigbench
+    from harness.tasks.build import TASKS_DIR, TaskDataSpec, task_data_for_config
+    from harness.tasks.loader import METADATA_KEY
+
+    include = [TASKS_DIR]
+    if bigbench.tasks_dir(cfg.cache_dir).is_dir():
+        include.append(bigbench.tasks_dir(cfg.cache_dir))
+    local = set(_local_manager(include).all_tasks) | set(bigbench.BIGBENCH_TASKS)
+    names, skipped, wanted_bigbench, standard = [], [], [], []
+    for raw in settings["tasks"]:
+        optional = raw.endswith(OPTIONAL)
+        name = raw.rstrip(OPTIONAL)
+        if name in bigbench.BIGBENCH_TASKS:
+            converted = name in bigbench.converted_tasks(cfg.cache_dir)
+            if not converted and not bigbench.archive_path(cfg.cache_dir).is_file():
+                if optional:
+                    skipped.append((name, "not converted: run `arches data bigbench`"))
+                    continue
+                raise UserError(
+                    f"BIG-bench task '{name}' is not converted yet; run `arches data bigbench` first "
+                    f"(it fetches {bigbench.REQUIREMENT}, {bigbench.ARCHIVE_MB} MB, from PyPI once)"
+                )
+            wanted_bigbench.append(name)
+        elif name not in local:
+            standard.append((name, optional))
+        names.append(name)
+
+    online = bool(standard) and not _offline() and _hub_reachable()
+    if standard and not online:
+        for name, optional in standard:
+            if not optional:
+                raise _unknown_or_offline(name, sorted(local), cfg.cache_dir)
+        skipped.extend((name, "needs the Hugging Face Hub, which cannot be reached") for name, _ in standard)
+        names = [n for n in names if n not in {name for name, _ in standard}]
+
+    if wanted_bigbench:
+        bigbench.ensure_bigbench(cfg.cache_dir, wanted_bigbench, bigbench.spec_from_config(cfg), fetch=False)
+        if bigbench.tasks_dir(cfg.cache_dir) not in include:
+            include.append(bigbench.tasks_dir(cfg.cache_dir))
+    task_data = None
+    if any(name in BUNDLED_TASKS for name in names):
+        spec = TaskDataSpec(settings["max_examples"], settings["fewshot_pool"], settings["seed"])
+        task_data = task_data_for_config(corpus_cfg, spec)
+    from lm_eval.tasks import TaskManager
+
+    manager = TaskManager(  # with lm-eval's own tasks, indexing takes ~15 s
+        include_path=[str(p) for p in include],
+        include_defaults=online,
+        metadata={METADATA_KEY: str(task_data)} if task_data else None,
+    )
+    for name, _ in standard if online else []:
+        if name not in manager.all_tasks:
+            raise UserError(
+                f"unknown task '{name}'; bundled: {', '.join(BUNDLED_TASKS)}; BIG-bench: "
+                f"{', '.join(bigbench.BIGBENCH_TASKS)}; or any of lm-eval's {len(manager.all_tasks)} tasks "
+                f"(hellaswag, piqa, arc_easy, ...).{closest(name, manager.all_tasks)}"
+            )
+    return {"names": list(dict.fromkeys(names)), "skipped": skipped, "manager": manager, "task_data": task_data}
+
+
+def _unknown_or_offline(name: str, local: list[str], cache_dir: Any) -> UserError:
+    hint = closest(name, local)
+    if hint:  # a typo of a task that is here
+        return UserError(f"unknown task '{name}'; available offline: {', '.join(local)}.{hint}")
+    return UserError(
+        f"task '{name}' is neither bundled nor a converted BIG-bench task, and lm-eval's own tasks load from the "
+        f"Hugging Face Hub, which cannot be reached here (HF_HUB_OFFLINE/HF_DATASETS_OFFLINE set, or no connection); "
+        f"{_alternatives(cache_dir)}"
+    )
+
+
+@contextlib.contextmanager
+def _quiet_lm_eval():
+    """lm-eval logs every task's setup at INFO/WARNING; arches shows one line per task instead."""
+    if os.environ.get("ARCHES_DEBUG"):
+        yield
+        return
+    loggers = [logging.getLogger(name) for name in ("lm_eval", "lm-eval")]
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.setLevel(logging.ERROR)
+    saved = os.environ.get("DISABLE_MULTIPROC")
+    os.environ["DISABLE_MULTIPROC"] = "1"  # lm-eval's bootstrap stderr otherwise forks a pool per metric
+    try:
+        yield
+    finally:
+        for logger, level in zip(loggers, levels):
+            logger.setLevel(level)
+        if saved is None:
+            os.environ.pop("DISABLE_MULTIPROC", None)
+        else:
+            os.environ["DISABLE_MULTIPROC"] = saved
+
+
+def load_tasks(manager, names: list[str], cache_dir: Any) -> dict[str, Any]:
+    """{leaf task name: Task} for the names (a tag or group expands to its tasks)."""
+    tasks: dict[str, Any] = {}
+    for name in names:
+        try:
+            loaded = manager.load([name])
+        except IndexError as error:  # lm-eval reads the first document while building a task
+            raise UserError(f"task '{name}' has no examples; {_empty_hint(name)}") from error
+        except UserError:
+            raise
+        except Exception as error:
+            if _is_connection_error(error) or (_offline() and "offline" in str(error).lower()):
+                raise _hub_error(name, cache_dir) from error
+            raise
+        tasks.update(loaded["tasks"])
+    return tasks
+
+
+def _empty_hint(name: str) -> str:
+    if name in BUNDLED_TASKS:
+        return "the run's corpus has too little held-out text to build it (raise data.test_fraction or add text)"
+    return "check its data"
+
+
+def _fewshot_allowed(task) -> int | None:
+    """How many few-shot examples the task can give per scored example (None: no limit known)."""
+    docs = task.fewshot_docs()
+    if docs is None:
+        return 0
+    pool = len(docs)
+    split = task.config.fewshot_split
+    same_as_test = split is not None and split == task.config.test_split
+    if same_as_test or (split is None and not task.has_training_docs() and not task.has_validation_docs()):
+        pool -= 1  # the sampler leaves the scored example itself out
+    return pool
+
+
+def check_tasks(tasks: dict[str, Any], shots: list[int]) -> None:
+    """Every task has examples and enough few-shot examples for the largest shot count."""
+    for name, task in tasks.items():
+        if len(task.eval_docs) == 0:
+            raise UserError(f"task '{name}' has no examples; {_empty_hint(name)}")
+        if task.OUTPUT_TYPE == "loglikelihood_rolling":
+            continue  # rolling perplexity has no few-shot form: scored at 0 shots only
+        most = max(shots)
+        if most > 0:
+            allowed = _fewshot_allowed(task)
+            if allowed is not None and allowed < most:
+                split = task.config.fewshot_split or task.config.training_split or task.config.validation_split
+                raise UserError(
+                    f"eval.num_fewshot={most} is more than task '{name}' allows: its few-shot split "
+                    f"({split}) holds {allowed} example(s); lower eval.num_fewshot"
+                )
+
+
+# ---------------------------------------------------------------- results
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(float(value))
+
+
+def record_metrics(task_results: dict) -> dict:
+    """lm-eval's `{"acc,none": x, "acc_stderr,none": s}` as `{"acc": x, "acc_stderr": s}` (numbers only)."""
+    metrics = {}
+    for key, value in task_results.items():
+        if "," not in key or not _number(value):
+            continue
+        metric, _, filter_name = key.partition(",")
+        if filter_name != "none":
+            metric = f"{metric}_{filter_name}"
+        metrics[metric] = float(value)
+    return metrics
+
+
+def _chance(samples: list[dict], output_type: str) -> float | None:
+    """Mean 1/len(choices) over the scored examples of a multiple-choice task."""
+    if output_type != "multiple_choice" or not samples:
+        return None
+    return sum(1 / len(s["arguments"]) for s in samples) / len(samples)
+
+
+def _dumps(data: Any) -> str:
+    from lm_eval.utils import handle_non_serializable
+
+    return json.dumps(data, default=handle_non_serializable, ensure_ascii=False)
+
+
+PER_TASK_KEYS = ("results", "configs", "versions", "n-shot", "higher_is_better", "n-samples")
+
+
+def write_results(run_dir: Path, shots: int, results: dict) -> dict[str, tuple[str, str | None]]:
+    """Per task: `eval/results-{task}-{k}shot.json` (lm-eval's results JSON, cut to that task,
+    so a later evaluation of other tasks never makes it stale) and `eval/samples-{task}-{k}shot.jsonl`."""
+    from arches.run import write_atomic
+
+    (run_dir / EVAL_DIR).mkdir(parents=True, exist_ok=True)
+    samples = results.get("samples") or {}
+    dropped = (*PER_TASK_KEYS, "samples", "groups", "group_subtasks")
+    shared = {k: v for k, v in results.items() if k not in dropped}
+    files = {}
+    for task in results.get("results", {}):
+        body = {key: {task: results[key][task]} for key in PER_TASK_KEYS if task in (results.get(key) or {})}
+        results_file = f"{EVAL_DIR}/results-{task}-{shots}shot.json"
+        text = json.dumps(json.loads(_dumps({**body, **shared})), indent=2, ensure_ascii=False)
+        write_atomic(run_dir / results_file, text + "\n")
+        samples_file = None
+        if task in samples:
+            samples_file = f"{EVAL_DIR}/samples-{task}-{shots}shot.jsonl"
+            write_atomic(run_dir / samples_file, "".join(_dumps(row) + "\n" for row in samples[task]))
+        files[task] = (results_file, samples_file)
+    return files
+
+
+def evaluate(cfg: DictConfig) -> dict:
+    """Score the run folder `cfg.run` on `cfg.eval.tasks` at each `cfg.eval.num_fewshot`.
+
+    Returns {"run", "evals" (the new record entries), "skipped", "task_data"}.
+    """
+    settings = _settings(cfg)
+    run_dir, run_cfg = _run_folder(cfg)
+    corpus_cfg = _corpus_config(run_cfg, cfg)
+    with _quiet_lm_eval():
+        resolved = resolve_tasks(settings, cfg, corpus_cfg)
+        if not resolved["names"]:
+            skipped = "; ".join(f"{n}: {why}" for n, why in resolved["skipped"])
+            raise UserError(f"no task to run: every task in eval.tasks was skipped ({skipped})")
+        tasks = load_tasks(resolved["manager"], resolved["names"], cfg.cache_dir)
+        check_tasks(tasks, settings["shots"])
+        rolling = {name for name, task in tasks.items() if task.OUTPUT_TYPE == "loglikelihood_rolling"}
+
+        from harness.lm import ArchesLM
+
+        model = ArchesLM(run=str(run_dir), batch_size=settings["batch_size"], device=settings["device"])
+        entries: dict[str, dict] = {}
+        seed = settings["seed"]
+        import lm_eval
+
+        for shots in settings["shots"]:
+            names = [n for n in resolved["names"] if not (shots > 0 and n in rolling)]
+            if not names:
+                continue
+            started = time.perf_counter()
+            results = lm_eval.simple_evaluate(
+                model=model,
+                tasks=names,
+                num_fewshot=shots,
+                limit=settings["limit"],
+                log_samples=True,
+                task_manager=resolved["manager"],
+                bootstrap_iters=settings["bootstrap_iters"],
+                random_seed=seed,
+                numpy_random_seed=seed,
+                torch_random_seed=seed,
+                fewshot_random_seed=seed,
+            )
+            seconds = time.perf_counter() - started
+            files = write_results(run_dir, shots, results)
+            for task, task_results in results["results"].items():
+                if task not in tasks and task not in results.get("samples", {}):
+                    continue  # a group's aggregate: the record keeps leaf tasks
+                results_file, samples_file = files[task]
+                samples = results.get("samples", {}).get(task, [])
+                output_type = results.get("configs", {}).get(task, {}).get("output_type", "")
+                n_samples = results.get("n-samples", {}).get(task, {})
+                entries[f"{task}|{shots}"] = {
+                    "task": task,
+                    "shots": shots,
+                    "metrics": record_metrics(task_results),
+                    "n": n_samples.get("effective", len(samples)),
+                    "n_total": n_samples.get("original"),
+                    "version": results.get("versions", {}).get(task),
+                    "format": model.scoring_format,
+                    "limit": settings["limit"],
+                    "chance": _chance(samples, output_type),
+                    "seed": seed,
+                    "results_file": results_file,
+                    "samples_file": samples_file,
+                    "seconds": round(seconds, 3),
+                    "evaluated_at": time.strftime("%Y-%m-%dT%H:%M:%S"),
+                }
+
+    from arches.run import RUN_RECORD, read_json, update_record
+
+    # only now, after every shot count succeeded: one atomic write, merged with earlier scores
+    record = read_json(run_dir / RUN_RECORD)
+    update_record(run_dir, evals={**(record.get("evals") or {}), **entries})
+    return {
+        "run": str(run_dir),
+        "evals": entries,
+        "skipped": resolved["skipped"],
+        "task_data": str(resolved["task_data"]) if resolved["task_data"] else None,
+    }
+
+
+def eval_command(argv: list[str]) -> None:
+    """`arches eval run=<run folder> [overrides]`: score the run and print one table."""
+    from arches.config import compose
+
+    started = time.perf_counter()
+    cfg = compose(argv)
+    outcome = evaluate(cfg)
+    seconds = time.perf_counter() - started
+
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"eval: {outcome['run']}", caption_justify="left")
+    for column in ("task", "shots", "metric", "value", "stderr", "n", "chance"):
+        table.add_column(column, justify="left" if column in ("task", "metric") else "right", no_wrap=column == "task")
+    for entry in outcome["evals"].values():
+        metrics = entry["metrics"]
+        first = True
+        for metric, value in metrics.items():
+            if metric.endswith("_stderr"):
+                continue
+            stderr = metrics.get(f"{metric}_stderr")
+            chance = entry["chance"]
+            table.add_row(
+                entry["task"] if first else "", str(entry["shots"]) if first else "", metric, f"{value:.4g}",
+                f"{stderr:.3g}" if stderr is not None else "", str(entry["n"]) if first else "",
+                f"{chance:.3f}" if first and chance is not None else "",
+            )  # fmt: skip
+            first = False
+        table.add_section()
+    lines = [f"scores in {Path(outcome['run']) / 'run.json'} (evals) and {Path(outcome['run']) / EVAL_DIR}/"]
+    if outcome["task_data"]:
+        lines.append(f"bundled task data {outcome['task_data']}")
+    lines += [f"skipped {name}: {why}" for name, why in outcome["skipped"]]
+    lines.append(f"{seconds:.1f} s")
+    table.caption = "\n".join(lines)
+    Console().print(table)
