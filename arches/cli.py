@@ -18,10 +18,14 @@ commands:
   data bigbench [overrides]    fetch BIG-bench and convert its tasks to local lm-eval tasks
   list [overrides]             every preset with its family, knobs, parameters and FLOPs/token
   train [-m] [overrides]       train one architecture (a Hydra app: -m runs a grid)
+  tune [-m] tune=<space> [...] an Optuna study over train (resumable; -m: one study per preset)
   eval run=<folder> [...]      score a run folder with lm-eval
   lm-eval <lm-eval args>       lm-eval's own CLI with the `arches` model registered
   compare [experiment=<name>]  train, evaluate and report a whole comparison
   report <results folder>      rebuild the report from recorded run folders
+  import-hf <model> [--preset P] [results_dir=...] [run_name=...]
+                               a transformers checkpoint (folder or hub name) as a run folder
+  export-hf <run folder> <out> a run as a transformers checkpoint folder (from_pretrained loads it)
 """
 
 
@@ -59,6 +63,11 @@ def _dispatch(argv: list[str]) -> int:
 
         train_command(rest)
         return 0
+    if command == "tune":
+        from arches.tune import tune_command
+
+        tune_command(rest)
+        return 0
     if command == "eval":
         from harness.evaluate import eval_command
 
@@ -78,13 +87,28 @@ def _dispatch(argv: list[str]) -> int:
 
         report_command(rest)
         return 0
+    if command == "import-hf":
+        from arches.interop import import_command
+
+        import_command(rest)
+        return 0
+    if command == "export-hf":
+        from arches.interop import export_command
+
+        export_command(rest)
+        return 0
     from arches.errors import unknown
 
-    raise unknown("command", command, ["data", "list", "train", "eval", "lm-eval", "compare", "report"])
+    raise unknown("command", command, ["data", "list", "train", "tune", "eval", "lm-eval", "compare", "report", "import-hf", "export-hf"])
+
+
+def _one_line(text: str) -> str:
+    lines = [line.strip() for line in str(text).strip().splitlines() if line.strip()]
+    return " ".join(lines) if len(lines) <= 3 else lines[0]
 
 
 def main(argv: list[str] | None = None) -> None:
-    from arches.errors import ArchesError
+    from arches.errors import ArchesError, write_failure
 
     argv = sys.argv[1:] if argv is None else argv
     try:
@@ -92,11 +116,26 @@ def main(argv: list[str] | None = None) -> None:
     except ArchesError as error:
         if _debug():
             raise
-        print(f"arches: error: {error}", file=sys.stderr)
+        print(f"arches: error: {_one_line(str(error))}", file=sys.stderr)
         code = error.exit_code
     except KeyboardInterrupt:
         print("arches: interrupted", file=sys.stderr)
         code = 130
+    except OSError as error:  # a write that failed (disk full, read-only folder) or a bad path
+        if _debug():
+            raise
+        failure = write_failure(error)
+        print(f"arches: error: {failure}", file=sys.stderr)
+        code = failure.exit_code
+    except Exception as error:  # a bug: still one line; the traceback on request
+        if _debug():
+            raise
+        print(
+            f"arches: error: internal error {type(error).__name__}: {_one_line(str(error))[:300]}; "
+            f"ARCHES_DEBUG=1 shows the traceback",
+            file=sys.stderr,
+        )
+        code = 1
     sys.exit(code)
 
 

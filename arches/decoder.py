@@ -26,7 +26,7 @@ from arches.core.flops import (
     layer_forward_flops,
     prefix_mean_context,
 )
-from arches.core.noise import pad_labels, pad_stack, random_spans_noise_mask, span_corrupt, span_counts
+from arches.core.noise import batch_rng, pad_labels, pad_stack, random_spans_noise_mask, span_corrupt, span_counts
 from arches.core.scoring import BaseScorer, GreedyStops, TokenPair, check_options, choose_format, pad_rows, score_positions, sum_by_request
 from arches.core.stack import IGNORE_INDEX, init_weights, lm_loss
 from arches.errors import UserError
@@ -40,7 +40,8 @@ class DecoderLM(nn.Module):
         super().__init__()
         self.cfg = cfg
         self.non_causal_prefix = non_causal_prefix
-        self.body = Transformer(cfg)
+        # t5_relative: a causal decoder never sees later keys, so they need no buckets (T5's decoder)
+        self.body = Transformer(cfg, bidirectional_buckets=non_causal_prefix)
         self.head = LMHead(cfg, self.body.embed)
         init_weights(self, cfg)
 
@@ -88,7 +89,8 @@ def collate(
     """The decoder objectives over fixed windows of `seq_len` tokens."""
     check_arch(arch)
     objective = arch.get("objective", "lm")
-    rng = np.random.default_rng(seed)
+    # one generator per batch, from (seed, window indices): see batch_rng
+    stream = np.random.default_rng(seed)
     with_documents = bool(arch.get("document_mask", False))
 
     def full_lm(windows: list[dict]) -> dict:
@@ -99,6 +101,7 @@ def collate(
         return batch
 
     def prefix_lm(windows: list[dict]) -> dict:
+        rng = batch_rng(seed, windows, stream)
         batch = full_lm(windows)
         length = batch["input_ids"].shape[1]
         # split uniformly so both the prefix and the predicted part are non-empty
@@ -110,6 +113,7 @@ def collate(
         return batch
 
     def concatenated_span_corruption(windows: list[dict]) -> dict:
+        rng = batch_rng(seed, windows, stream)
         sequences, labels, prefix_lens = [], [], []
         for window in windows:
             tokens = window["tokens"].numpy()

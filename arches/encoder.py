@@ -12,6 +12,7 @@ from torch import nn
 
 from arches.core import FamilySpec, LMHead, ModelConfig, Transformer, masks
 from arches.core.flops import TRAINING_MULTIPLIER, head_flops, layer_forward_flops
+from arches.core.noise import batch_rng
 from arches.core.scoring import (
     BaseScorer,
     TokenPair,
@@ -87,11 +88,13 @@ def mask_tokens(
 
 def collate(arch: dict, specials: Specials, seq_len: int, seed: int = 0, vocab_size: int | None = None) -> Callable:
     check_arch(arch)
-    rng = np.random.default_rng(seed)
+    # one generator per batch, from (seed, window indices): see batch_rng
+    stream = np.random.default_rng(seed)
     mask_rate = arch.get("mask_rate", 0.15)
     with_documents = bool(arch.get("document_mask", False))
 
     def masked_lm(windows: list[dict]) -> dict:
+        rng = batch_rng(seed, windows, stream)
         inputs, labels = [], []
         for window in windows:
             tokens = window["tokens"].numpy()
@@ -136,6 +139,8 @@ class EncoderScorer(BaseScorer):
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
+        if self.specials.mask is None:
+            raise UserError("pseudo-log-likelihood needs a mask token, and this model's tokenizer names none (arch.special_tokens.mask)")
         self.starts_word, self.ends_word = word_byte_tables(self.tokenizer)
 
     def masked_copies(self, context: list[int], continuation: list[int]) -> list[tuple[list[int], int, int]]:

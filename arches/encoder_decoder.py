@@ -24,7 +24,7 @@ from torch import nn
 from arches.core import FamilySpec, LMHead, ModelConfig, Transformer, masks
 from arches.core.attention import KVCache
 from arches.core.flops import TRAINING_MULTIPLIER, causal_mean_context, head_flops, layer_forward_flops, memory_kv_flops
-from arches.core.noise import pad_labels, pad_stack, random_spans_noise_mask, span_corrupt, span_counts
+from arches.core.noise import batch_rng, pad_labels, pad_stack, random_spans_noise_mask, span_corrupt, span_counts
 from arches.core.scoring import BaseScorer, GreedyStops, TokenPair, check_options, choose_format, pad_rows, score_positions, sum_by_request
 from arches.core.stack import init_weights, lm_loss
 from arches.errors import UserError
@@ -38,7 +38,7 @@ class EncoderDecoderLM(nn.Module):
         super().__init__()
         self.cfg = cfg
         self.encoder = Transformer(cfg)
-        self.decoder = Transformer(cfg, cross_attention=True, embeddings=self.encoder.embed)
+        self.decoder = Transformer(cfg, cross_attention=True, embeddings=self.encoder.embed, bidirectional_buckets=False)
         self.head = LMHead(cfg, self.encoder.embed)
         init_weights(self, cfg)
 
@@ -96,9 +96,11 @@ def seq2seq_batch(pairs: list[tuple[np.ndarray, np.ndarray]], specials: Specials
 def collate(arch: dict, specials: Specials, seq_len: int, seed: int = 0, vocab_size: int | None = None) -> Callable:
     check_arch(arch)
     objective = arch.get("objective", "span_corruption")
-    rng = np.random.default_rng(seed)
+    # one generator per batch, from (seed, window indices): see batch_rng
+    stream = np.random.default_rng(seed)
 
     def span_corruption(windows: list[dict]) -> dict:
+        rng = batch_rng(seed, windows, stream)
         pairs = []
         for window in windows:
             tokens = window["tokens"].numpy()
@@ -109,6 +111,7 @@ def collate(arch: dict, specials: Specials, seq_len: int, seed: int = 0, vocab_s
         return seq2seq_batch(pairs, specials)
 
     def prefix_lm(windows: list[dict]) -> dict:
+        rng = batch_rng(seed, windows, stream)
         pairs = []
         for window in windows:
             tokens = window["tokens"].numpy()
@@ -141,7 +144,7 @@ def flops_per_token(cfg: ModelConfig, arch: dict, seq_len: int) -> float:
 
 # --- scoring (lm-eval): context -> encoder, continuation scored by the decoder ---
 
-SCORING_FORMATS = ("t5_sentinel", "plain")
+SCORING_FORMATS = ("t5_sentinel", "plain", "plain_eos")
 
 
 class EncoderDecoderScorer(BaseScorer):
@@ -152,7 +155,9 @@ class EncoderDecoderScorer(BaseScorer):
     inputs always end in <eos>) and the decoder reads `<bos> <extra_id_0>
     continuation`, scoring only the continuation's tokens. Format `plain` (the default
     for prefix-LM models, whose training pairs are a prefix and its continuation):
-    encoder `context`, decoder `<bos> continuation`."""
+    encoder `context`, decoder `<bos> continuation`. Format `plain_eos`: encoder
+    `context <eos>`, decoder `<bos> continuation`: T5's own supervised format (its
+    tokenizer ends every input with </s>), and what lm-eval's `hf` backend gives a T5."""
 
     family = "encoder_decoder"
     rolling_margin = 2
@@ -160,6 +165,8 @@ class EncoderDecoderScorer(BaseScorer):
     def encoder_input(self, context: list[int]) -> list[int]:
         if self.format == "t5_sentinel":
             return context[-(self.max_len - 2) :] + [self.specials.sentinels[0], self.specials.eos]
+        if self.format == "plain_eos":
+            return context[-(self.max_len - 1) :] + [self.specials.eos]
         return context[-self.max_len :]
 
     def decoder_start(self) -> list[int]:
@@ -215,12 +222,15 @@ class EncoderDecoderScorer(BaseScorer):
 
 
 def scorer(model: EncoderDecoderLM, tokenizer, arch: dict, **options) -> EncoderDecoderScorer:
-    """Options: `format` (t5_sentinel | plain; default t5_sentinel for span corruption,
+    """Options: `format` (t5_sentinel | plain | plain_eos; default t5_sentinel for span corruption,
     plain for prefix LM), `stride` (tokens newly scored per rolling window)."""
     check_options("encoder_decoder", options, ("format", "stride"))
     default = "t5_sentinel" if arch.get("objective", "span_corruption") == "span_corruption" else "plain"
     chosen = choose_format("encoder_decoder", options.get("format"), default, SCORING_FORMATS)
-    return EncoderDecoderScorer(model, tokenizer, arch, chosen, options.get("stride"))
+    scorer = EncoderDecoderScorer(model, tokenizer, arch, chosen, options.get("stride"))
+    if chosen == "t5_sentinel" and not scorer.specials.sentinels:
+        raise UserError("format=t5_sentinel needs sentinel tokens (<extra_id_0>), which this tokenizer lacks; use format=plain_eos")
+    return scorer
 
 
 SPEC = FamilySpec(

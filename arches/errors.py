@@ -40,3 +40,28 @@ def unknown(kind: str, name: str, valid: Iterable[str]) -> UserError:
     """The loud-lookup error: names the miss, lists what exists, suggests the closest."""
     valid = sorted(str(v) for v in valid)
     return UserError(f"unknown {kind} '{name}'; valid: {', '.join(valid)}.{closest(name, valid)}")
+
+
+
+def write_failure(error: OSError, what: str | None = None) -> ArchesError:
+    """An OSError as one line: a failed write (disk full, quota, file size limit,
+    read-only or forbidden folder) names the folder that could not take it and is a
+    RunFailure; a path that does not exist or is not a folder is a UserError."""
+    import errno
+    import os
+
+    path = str(error.filename or what or "?")
+    folder = os.path.dirname(os.path.abspath(path)) if error.filename and not os.path.isdir(path) else path
+    if error.errno in (errno.ENOENT, errno.ENOTDIR, errno.EISDIR):
+        return UserError(f"{path}: {error.strerror or error}; check the path (results_dir, cache_dir, data.paths, run)")
+    reason = {
+        errno.ENOSPC: f"the disk holding {folder} is full; free space there or point results_dir (or cache_dir) elsewhere",
+        errno.EDQUOT: f"the disk quota for {folder} is used up; free space or point results_dir (or cache_dir) elsewhere",
+        errno.EFBIG: f"a file in {folder} hit the file size limit (ulimit -f); raise it or write elsewhere",
+        errno.EROFS: f"{folder} is on a read-only file system; point results_dir (or cache_dir) elsewhere",
+        errno.EACCES: f"{folder} is not writable (permission denied); fix its permissions or write elsewhere",
+        errno.EPERM: f"{folder} is not writable (operation not permitted); fix its permissions or write elsewhere",
+    }.get(error.errno)
+    if reason is None:
+        return RunFailure(f"{error.strerror or error} ({path}); ARCHES_DEBUG=1 shows where")
+    return RunFailure(f"could not write {path}: {reason}")

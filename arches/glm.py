@@ -26,7 +26,7 @@ from torch import nn
 from arches.core import FamilySpec, LMHead, ModelConfig, Transformer, masks
 from arches.core.attention import KVCache
 from arches.core.flops import TRAINING_MULTIPLIER, head_flops, layer_forward_flops, prefix_mean_context
-from arches.core.noise import pad_labels, pad_stack
+from arches.core.noise import batch_rng, pad_labels, pad_stack
 from arches.core.scoring import BaseScorer, GreedyStops, TokenPair, check_options, choose_format, pad_rows, score_positions, sum_by_request
 from arches.core.stack import IGNORE_INDEX, init_weights, lm_loss
 from arches.errors import UserError
@@ -136,11 +136,13 @@ def build(cfg: ModelConfig, arch: dict) -> GLM:
 
 def collate(arch: dict, specials: Specials, seq_len: int, seed: int = 0, vocab_size: int | None = None) -> Callable:
     check_arch(arch)
-    rng = np.random.default_rng(seed)
+    # one generator per batch, from (seed, window indices): see batch_rng
+    stream = np.random.default_rng(seed)
     mask_rate, poisson_lambda = arch.get("mask_rate", 0.15), arch.get("poisson_lambda", 3.0)
     gmask_ratio = arch.get("gmask_ratio", 0.0)
 
     def blank_infilling(windows: list[dict]) -> dict:
+        rng = batch_rng(seed, windows, stream)
         examples = []
         for window in windows:
             tokens = window["tokens"].numpy()

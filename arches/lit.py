@@ -4,9 +4,11 @@ and accounts for the compute honestly (tokens seen, loss-bearing tokens, FLOPs).
 from __future__ import annotations
 
 import math
+import random
 import time
 
 import lightning as L
+import numpy as np
 import torch
 from torch import nn
 
@@ -45,6 +47,77 @@ class LitArches(L.LightningModule):
         self.train_seconds = 0.0
         self._batch_started = 0.0
         self.val_history: list[dict] = []
+        # wall-clock seconds of earlier attempts, up to the checkpoint this one resumed from
+        self.earlier_wall_seconds = 0.0
+        self._started = time.perf_counter()
+        self._rng_to_restore: dict | None = None
+        self.resumed_log: dict | None = None  # where logs/metrics.csv continues after a resume
+
+    def wall_seconds(self) -> float:
+        return self.earlier_wall_seconds + time.perf_counter() - self._started
+
+    # ---- resume: what Lightning does not save itself. Plain tensors, numbers, strings,
+    # lists and dicts only, so the checkpoint loads with torch.load(weights_only=True).
+
+    def pending_log_row(self) -> dict | None:
+        """The CSV row of the step being checkpointed: Lightning writes a step's metrics
+        after the checkpoint callbacks ran, so a run killed right after saving would lose
+        it. Values as the CSV logger writes them (float32 tensors, then .item())."""
+        trainer = self.trainer
+        loop = trainer.fit_loop.epoch_loop
+        row = getattr(self, "_step_row", None)
+        if row is None or (loop._batches_that_stepped + 1) % trainer.log_every_n_steps:
+            return None
+        values = {k: torch.as_tensor(v, dtype=torch.float32).item() for k, v in row.items()}
+        return {"epoch": int(trainer.current_epoch), "step": int(loop._batches_that_stepped), **values}
+
+    def _log_position(self) -> dict:
+        step = int(self.trainer.fit_loop.epoch_loop._batches_that_stepped)
+        if self.trainer.validating:  # saved after the step's validation: its rows are written
+            return {"log_step": step + 1, "log_row": None}
+        return {"log_step": step, "log_row": self.pending_log_row()}
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        for logger in self.trainer.loggers:
+            logger.save()  # every row before this step is on disk with the checkpoint
+        numpy_state = np.random.get_state()
+        checkpoint["arches"] = {
+            # logs/metrics.csv rows up to here belong to the checkpoint (see arches.train)
+            **self._log_position(),
+            "train_seconds": float(self.train_seconds),
+            "wall_seconds": float(self.wall_seconds()),
+            "val_history": [dict(entry) for entry in self.val_history],
+            "rng": {
+                "torch": torch.get_rng_state(),
+                "cuda": list(torch.cuda.get_rng_state_all()) if torch.cuda.is_available() else [],
+                "numpy": [numpy_state[0], torch.from_numpy(numpy_state[1].astype(np.int64)), *map(float, numpy_state[2:])],
+                "python": [random.getstate()[0], list(random.getstate()[1]), random.getstate()[2]],
+            },
+        }
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        state = checkpoint.get("arches") or {}
+        self.train_seconds = float(state.get("train_seconds", 0.0))
+        self.earlier_wall_seconds = float(state.get("wall_seconds", 0.0))
+        self._started = time.perf_counter()
+        self.val_history = [dict(entry) for entry in state.get("val_history", [])]
+        self._rng_to_restore = state.get("rng")
+        self.resumed_log = {"step": state.get("log_step"), "row": state.get("log_row")}
+
+    def on_train_start(self) -> None:
+        # Restored here, after the dataloaders are set up and right before the next
+        # training batch: from this point the resumed run draws (dropout) exactly
+        # what the uninterrupted one drew after saving.
+        rng, self._rng_to_restore = self._rng_to_restore, None
+        if not rng:
+            return
+        torch.set_rng_state(rng["torch"])
+        if rng.get("cuda") and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(rng["cuda"])
+        name, keys, position, has_gauss, cached = rng["numpy"]
+        np.random.set_state((name, keys.numpy().astype(np.uint32), int(position), int(has_gauss), float(cached)))
+        version, internal, gauss = rng["python"]
+        random.setstate((version, tuple(internal), gauss))
 
     def forward(self, batch: dict[str, torch.Tensor]):
         return self.model(batch)
@@ -64,7 +137,14 @@ class LitArches(L.LightningModule):
         self.log("train/tokens_seen", self.tokens_seen.float())
         self.log("train/loss_tokens_seen", self.loss_tokens_seen.float())
         self.log("train/flops", self.tokens_seen.float() * self.flops_per_token)
-        self.log("train/lr", self.trainer.optimizers[0].param_groups[0]["lr"])
+        lr = self.trainer.optimizers[0].param_groups[0]["lr"]
+        self.log("train/lr", lr)
+        # what this step logs, in case a checkpoint is saved before Lightning writes it
+        self._step_row = {
+            "train/loss": loss.detach(), "tok/s": tokens_per_s, "train/tokens_seen": self.tokens_seen.float(),
+            "train/loss_tokens_seen": self.loss_tokens_seen.float(),
+            "train/flops": self.tokens_seen.float() * self.flops_per_token, "train/lr": lr,
+        }  # fmt: skip
         return loss
 
     def on_train_batch_start(self, batch, batch_idx: int) -> None:

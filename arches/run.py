@@ -6,32 +6,66 @@ Layout:
       run.json                    status (running | completed | failed), error, family, preset,
                                   tokenizer hash, compute accounting, timings, final metrics
       tokenizer.json              the tokenizer the run was trained with
-      checkpoint/model.safetensors  weights
-      checkpoint/model.json       family, preset (arch) and ModelConfig: enough to rebuild the model
+      checkpoint/model.safetensors  weights (written when training completes)
+      checkpoint/model.json       family, preset (arch) and ModelConfig: enough to rebuild the model,
+                                  and the weights' sha256 (written when training starts, sealed at the end)
+      checkpoint/lightning/       while training: the last K Lightning checkpoints (step<N>.ckpt:
+                                  weights, optimizer, scheduler, loop and data position, RNG states)
       logs/                       CSV (metrics.csv) and TensorBoard logs
-Every file is written atomically (a temporary file, then a rename).
+Every file is written atomically (a temporary file, then a rename); config.yaml and
+model.json carry a sha256 of their content, so a truncated or corrupted one is refused.
 """
 
 from __future__ import annotations
 
+import fnmatch
+import hashlib
 import json
 import os
+import sys
 import tempfile
+import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
-from torch import nn
 
-from arches.core import ModelConfig
 from arches.errors import UserError
+
+if TYPE_CHECKING:  # torch is imported where a model is built or saved: reading records stays light
+    from torch import nn
+
+    from arches.core import ModelConfig
 
 RUN_RECORD = "run.json"
 CONFIG_FILE = "config.yaml"
 CHECKPOINT_DIR = "checkpoint"
+LIGHTNING_DIR = "lightning"  # under CHECKPOINT_DIR: the periodic training checkpoints
 WEIGHTS_FILE = "model.safetensors"
 MODEL_FILE = "model.json"
 TOKENIZER_FILE = "tokenizer.json"
+CONFIG_SEAL = "# arches config sha256="  # the first line of config.yaml: a hash of the rest
+PAUSE_ENV = "ARCHES_TEST_PAUSE_AT"
+
+
+def pause_point(name: str) -> None:
+    """A test hook: with `ARCHES_TEST_PAUSE_AT=<pattern>[@<flag file>]` and `name` matching
+    the pattern (fnmatch), create the flag file and sleep, so a test can SIGKILL the
+    process at a known point: `checkpoint-write:<run>:<step>` (before a checkpoint's
+    rename), `checkpoint:<run>:<step>` (after it), `eval-cached:<run>` (after a batch
+    of evaluation results is cached), `write:<file name>` (a report file, before its
+    rename). Unset, it costs one environment lookup."""
+    wanted = os.environ.get(PAUSE_ENV)
+    if not wanted:
+        return
+    pattern, _, flag = wanted.partition("@")
+    if not fnmatch.fnmatchcase(name, pattern):
+        return
+    if flag:
+        Path(flag).write_text(f"{name}\n")
+    print(f"arches: paused at {name} ({PAUSE_ENV})", file=sys.stderr, flush=True)
+    while True:
+        time.sleep(3600)
 
 
 def write_atomic(path: Path, text: str) -> None:
@@ -44,8 +78,10 @@ def write_atomic(path: Path, text: str) -> None:
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as error:
         Path(tmp).unlink(missing_ok=True)
+        if isinstance(error, OSError) and error.filename is None:
+            error.filename = str(path)  # a failed write names its file (and so its folder)
         raise
 
 
@@ -70,48 +106,167 @@ def update_record(run_dir: Path, /, **fields: Any) -> dict:
     return record
 
 
+def sha256_text(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
 def write_config(run_dir: Path, config: dict) -> None:
-    write_atomic(Path(run_dir) / CONFIG_FILE, yaml.safe_dump(config, sort_keys=False))
+    """The resolved config as YAML, its first line a sha256 of the rest (a truncated or
+    corrupted file then fails to load instead of giving a different run)."""
+    body = yaml.safe_dump(config, sort_keys=False)
+    write_atomic(Path(run_dir) / CONFIG_FILE, f"{CONFIG_SEAL}{sha256_text(body)}\n{body}")
 
 
 def read_config(run_dir: Path) -> dict:
     path = Path(run_dir) / CONFIG_FILE
     try:
-        return yaml.safe_load(path.read_text())
+        text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise UserError(f"{path} does not exist; is {run_dir} a run folder?") from None
+    except UnicodeDecodeError:
+        raise UserError(f"{path} is corrupted (not UTF-8 text); train the run again") from None
+    first, _, body = text.partition("\n")
+    if first.startswith(CONFIG_SEAL):  # files written before the seal existed have none
+        if sha256_text(body) != first[len(CONFIG_SEAL) :].strip():
+            raise UserError(f"{path} is truncated or corrupted (its sha256 does not match); train the run again")
+    try:
+        config = yaml.safe_load(text)
     except yaml.YAMLError as error:
         raise UserError(f"{path} is corrupted ({str(error).splitlines()[0]}); train the run again") from None
+    if not isinstance(config, dict):
+        raise UserError(f"{path} is corrupted (not a mapping of config keys); train the run again")
+    return config
+
+
+def model_identity(family: str, arch: dict, model_cfg: ModelConfig) -> dict:
+    """What checkpoint/model.json holds: enough to rebuild the model."""
+    return {"family": family, "arch": arch, "model": model_cfg.to_dict()}
+
+
+def _seal(meta: dict) -> dict:
+    body = {k: v for k, v in meta.items() if k != "sha256"}
+    return {**body, "sha256": sha256_text(json.dumps(body, sort_keys=True, default=str))}
+
+
+def write_model_file(run_dir: Path, meta: dict) -> None:
+    write_json(Path(run_dir) / CHECKPOINT_DIR / MODEL_FILE, _seal(meta))
+
+
+def read_model_file(run_dir: Path) -> dict:
+    """checkpoint/model.json, checked: its own sha256 and the keys a model needs."""
+    path = Path(run_dir) / CHECKPOINT_DIR / MODEL_FILE
+    meta = read_json(path)
+    if not isinstance(meta, dict) or not {"family", "arch", "model"} <= set(meta):
+        raise UserError(f"{path} is corrupted (it lacks family, arch or model); train the run again")
+    if "sha256" in meta and _seal(meta)["sha256"] != meta["sha256"]:
+        raise UserError(f"{path} is truncated or corrupted (its sha256 does not match); train the run again")
+    return meta
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def save_checkpoint(run_dir: Path, model: nn.Module, family: str, arch: dict, model_cfg: ModelConfig) -> Path:
-    """Weights as safetensors plus the model's own config; shared (tied) tensors are stored once."""
+    """Weights as safetensors plus the model's own config; shared (tied) tensors are stored once.
+
+    model.json (with the weights' sha256) is written before the weights are renamed into
+    place, so a weights file present is always one that model.json vouches for."""
     from safetensors.torch import save_model
 
     folder = Path(run_dir) / CHECKPOINT_DIR
     folder.mkdir(parents=True, exist_ok=True)
     tmp = folder / f".{WEIGHTS_FILE}.tmp"
-    save_model(model, str(tmp))
-    os.replace(tmp, folder / WEIGHTS_FILE)
-    write_json(folder / MODEL_FILE, {"family": family, "arch": arch, "model": model_cfg.to_dict()})
+    try:
+        save_model(model, str(tmp))
+        with open(tmp, "rb") as handle:
+            os.fsync(handle.fileno())
+        write_model_file(run_dir, {**model_identity(family, arch, model_cfg), "weights_sha256": file_sha256(tmp)})
+        os.replace(tmp, folder / WEIGHTS_FILE)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
     return folder
 
 
+def check_same_model(run_dir: Path, family: str, arch: dict, model_cfg: ModelConfig) -> None:
+    """Refuse a run folder whose model (checkpoint/model.json) is not the one the config asks for."""
+    path = Path(run_dir) / CHECKPOINT_DIR / MODEL_FILE
+    if not path.exists():
+        return
+    meta = read_model_file(run_dir)
+    held, asked = meta["arch"].get("name"), arch.get("name")
+    if meta["family"] != family or held != asked:
+        raise UserError(
+            f"{path} is a checkpoint of preset '{held}' ({meta['family']} family) but the config asks for preset "
+            f"'{asked}' ({family} family); use another run_name, or resume=never to start over"
+        )
+    held_vocab, asked_vocab = meta["model"].get("vocab_size"), model_cfg.vocab_size
+    if held_vocab != asked_vocab:
+        raise UserError(
+            f"{path} has vocab_size {held_vocab} but the config's tokenizer has {asked_vocab}; use the run's own "
+            f"data and tokenizer, another run_name, or resume=never to start over"
+        )
+    wanted = json.loads(json.dumps(model_cfg.to_dict(), default=str))  # as model.json stores them
+    differs = sorted(k for k in set(wanted) | set(meta["model"]) if meta["model"].get(k) != wanted.get(k))
+    if differs or meta["arch"] != json.loads(json.dumps(arch, default=str)):
+        shown = ", ".join(f"model.{k}: {meta['model'].get(k)} vs {wanted.get(k)}" for k in differs[:3]) or "arch knobs"
+        raise UserError(
+            f"{path} holds a different {asked} model than the config asks for ({shown}); "
+            f"use the same config, another run_name, or resume=never to start over"
+        )
+
+
+def _check_shapes(weights: Path, model: nn.Module, meta: dict) -> None:
+    """Compare the stored tensor shapes with the model's before loading: a checkpoint of
+    another vocabulary or size is named with both shapes, not a wall of state-dict errors."""
+    from safetensors import safe_open
+
+    expected = {name: tuple(t.shape) for name, t in model.state_dict().items()}
+    with safe_open(str(weights), framework="pt") as handle:
+        for name in handle.keys():
+            stored = tuple(handle.get_slice(name).get_shape())
+            if name in expected and stored != expected[name]:
+                vocab = meta["model"].get("vocab_size")
+                hint = f" (model.json says vocab_size {vocab})" if vocab in expected[name] else ""
+                raise UserError(
+                    f"{weights} stores {name} with shape {list(stored)} but {Path(weights).parent / MODEL_FILE} "
+                    f"describes {list(expected[name])}{hint}; the two files come from different models: train again"
+                )
+
+
 def load_model(run_dir: Path, device: str = "cpu") -> tuple[nn.Module, dict]:
-    """Rebuild a run's model from the checkpoint's own config (never the command line)."""
+    """Rebuild a run's model from the checkpoint's own config (never the command line).
+
+    Refused with one line naming the file: a missing, truncated or corrupted
+    model.json or model.safetensors, weights whose sha256 differs from the one
+    model.json recorded, or tensors of other shapes (another vocabulary or size)."""
     from safetensors import SafetensorError
     from safetensors.torch import load_model as load_weights
 
+    from arches.core import ModelConfig
     from arches.registry import family
 
     folder = Path(run_dir) / CHECKPOINT_DIR
     weights = folder / WEIGHTS_FILE
     if not weights.exists():
         raise UserError(f"{run_dir} has no checkpoint ({weights} is missing); train it first with `arches train`")
-    meta = read_json(folder / MODEL_FILE)
-    model_cfg = ModelConfig.from_dict(meta["model"])
-    model = family(meta["family"]).build(model_cfg, meta["arch"])
+    meta = read_model_file(run_dir)
+    if meta.get("weights_sha256") and file_sha256(weights) != meta["weights_sha256"]:
+        raise UserError(
+            f"{weights} is truncated or corrupted (its sha256 differs from the one in {MODEL_FILE}); train the run again"
+        )
     try:
+        model_cfg = ModelConfig.from_dict(meta["model"])
+        model = family(meta["family"]).build(model_cfg, meta["arch"])
+    except (UserError, TypeError, ValueError) as error:
+        raise UserError(f"{folder / MODEL_FILE} is corrupted ({str(error).splitlines()[0]}); train the run again") from None
+    try:
+        _check_shapes(weights, model, meta)
         load_weights(model, str(weights), strict=True, device=device)
     except (SafetensorError, RuntimeError, OSError) as error:
         raise UserError(f"{weights} could not be loaded ({str(error).splitlines()[0]}); train the run again") from None

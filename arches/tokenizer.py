@@ -37,30 +37,49 @@ BYTE_ALPHABET_SIZE = 256
 MIN_VOCAB_SIZE = len(SPECIAL_TOKENS) + BYTE_ALPHABET_SIZE
 
 
+SPECIAL_ROLES = ("pad", "bos", "eos", "mask", "sop", "eop", "gmask")
+
+
 @dataclass(frozen=True)
 class Specials:
-    """The ids of the special tokens, looked up by their strings."""
+    """The ids of the special tokens, looked up by their strings.
+
+    A tokenizer trained by arches has every role. A model imported from transformers
+    (`arches import-hf`) keeps its own tokenizer, whose tokens for these roles its
+    checkpoint records (`arch.special_tokens`, e.g. GPT-2's `<|endoftext|>` as pad, bos
+    and eos; T5's `<pad>` as bos, the decoder's start); the roles it lacks are None."""
 
     pad: int
     bos: int
     eos: int
-    mask: int
-    sop: int
-    eop: int
-    gmask: int
+    mask: int | None
+    sop: int | None
+    eop: int | None
+    gmask: int | None
     sentinels: tuple[int, ...]
 
     @classmethod
-    def from_tokenizer(cls, tokenizer: Tokenizer) -> Specials:
+    def from_tokenizer(cls, tokenizer: Tokenizer, names: dict | None = None) -> Specials:
+        """The ids of arches' own special tokens, or, with `names` (role -> token string,
+        `sentinels` -> list of strings), of the tokens an imported model names."""
+
         def lookup(token: str) -> int:
             token_id = tokenizer.token_to_id(token)
             if token_id is None:
-                raise UserError(
-                    f"the tokenizer has no special token '{token}'; "
-                    "use a tokenizer trained by arches (leave data.tokenizer_path=null)"
+                hint = (
+                    "the run's tokenizer.json does not match its checkpoint: import the model again"
+                    if names is not None
+                    else "use a tokenizer trained by arches (leave data.tokenizer_path=null)"
                 )
+                raise UserError(f"the tokenizer has no special token '{token}'; {hint}")
             return token_id
 
+        if names is not None:
+            roles = {role: lookup(names[role]) if names.get(role) is not None else None for role in SPECIAL_ROLES}
+            for role in ("pad", "bos", "eos"):
+                if roles[role] is None:
+                    raise UserError(f"arch.special_tokens names no '{role}' token; every model needs one")
+            return cls(**roles, sentinels=tuple(lookup(token) for token in names.get("sentinels") or ()))
         return cls(
             pad=lookup("<pad>"),
             bos=lookup("<bos>"),

@@ -2,22 +2,67 @@
 
 The run folder is created only after the whole config has been validated, so bad
 input leaves nothing behind; a run that fails later is recorded as failed.
+
+Resume (`resume: auto`, the default): a run folder of the same name that is not
+completed continues from its newest periodic checkpoint
+(`checkpoint/lightning/step<N>.ckpt`, every `train.checkpoint_interval` optimizer
+steps, the last `train.keep_checkpoints` kept), which holds the weights, the
+optimizer, the scheduler, Lightning's loop position, the data position and the
+RNG states. Window order is a pure function of (seed, epoch) and each batch's
+corruption of (seed, its window indices), so on a CPU the resumed run ends with
+the weights an uninterrupted one would have. `resume=never` starts over.
 """
 
 from __future__ import annotations
 
+import csv
+import io
+import logging
 import math
+import os
+import re
 import shutil
 import sys
+import tempfile
 import time
+import warnings
+import zipfile
 from pathlib import Path
 
 from omegaconf import DictConfig
 
 from arches.config import check_overrides, compose, sweeps_dir, to_container
-from arches.errors import ArchesError, RunFailure, UserError
-from arches.registry import family, model_config, plain
-from arches.run import TOKENIZER_FILE, save_checkpoint, update_record, write_config
+from arches.errors import ArchesError, RunFailure, UserError, write_failure
+from arches.run import (
+    CHECKPOINT_DIR,
+    CONFIG_FILE,
+    LIGHTNING_DIR,
+    RUN_RECORD,
+    TOKENIZER_FILE,
+    check_same_model,
+    model_identity,
+    pause_point,
+    read_config,
+    read_json,
+    save_checkpoint,
+    update_record,
+    write_config,
+    write_model_file,
+)
+
+RESUME_MODES = ("auto", "never")
+CHECKPOINT_NAME = re.compile(r"^step(\d+)\.ckpt$")
+# Keys that may differ between the attempts of one run: where things live, how often
+# to checkpoint or log, what to evaluate. Everything else must match to resume.
+FREE_KEYS = (
+    "results_dir", "cache_dir", "run_name", "resume", "run", "eval", "tune", "experiment", "quick", "hydra",
+    "data.num_workers", "train.checkpoint_interval", "train.keep_checkpoints", "train.log_interval",
+    "trainer.accelerator",
+)  # fmt: skip
+GPU_DETERMINISM_NOTE = (
+    "CUDA kernels (SDPA/flash attention, atomic adds in backward, cuBLAS split-K) are not bit-deterministic: "
+    "two runs with the same seed agree only to a tolerance; compare variants across seeds, not bit for bit"
+)
 
 
 def run_name(cfg: DictConfig) -> str:
@@ -42,42 +87,505 @@ def precision(cfg: DictConfig) -> str:
     return "bf16-mixed" if torch.cuda.is_available() and cfg.trainer.accelerator in ("auto", "gpu", "cuda") else "32-true"
 
 
+def oom_advice(micro_batch_size: int, grad_accum: int) -> str:
+    """The smaller micro batch and the accumulation that keep the optimizer's batch."""
+    divisors = [d for d in range(micro_batch_size // 2, 0, -1) if micro_batch_size % d == 0]
+    if not divisors:
+        return "train.micro_batch_size is already 1: choose a smaller size or data.seq_len"
+    smaller = divisors[0]
+    accum = grad_accum * micro_batch_size // smaller
+    return (
+        f"set train.micro_batch_size={smaller} and train.grad_accum={accum} "
+        f"(the same {micro_batch_size * grad_accum} windows per optimizer step)"
+    )
+
+
+def _is_oom(error: BaseException) -> bool:
+    import torch
+
+    return isinstance(error, (torch.OutOfMemoryError, MemoryError)) or (
+        isinstance(error, RuntimeError) and "can't allocate memory" in str(error)  # the CPU allocator
+    )
+
+
+def _positive(cfg: DictConfig, key: str, default: int) -> int:
+    value = cfg.train.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise UserError(f"train.{key}={value} must be a positive integer, e.g. train.{key}={default}")
+    return value
+
+
+def _resume_mode(cfg: DictConfig) -> str:
+    mode = str(cfg.get("resume", "auto"))
+    if mode not in RESUME_MODES:
+        raise UserError(f"resume={mode} is not one of {', '.join(RESUME_MODES)}; auto continues a killed run, never starts over")
+    return mode
+
+
+# ---------------------------------------------------------------- checkpoints
+
+
+def _atomic_checkpoint_io(run: str):
+    """Lightning's TorchCheckpointIO, writing through a temp file of ours, fsync and a rename.
+
+    Lightning 2.6 already saves through an fsspec transaction (a temp file moved into
+    place), but without an fsync, so a machine crash can leave a renamed, empty file;
+    ours is fsynced before and after the rename, its temp files (`.step<N>.ckpt.*.tmp`)
+    are recognisable and removed on resume, a full disk is reported as one line, and
+    loading always uses torch.load(weights_only=True): only tensors and plain values."""
+    import torch
+    from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
+
+    class AtomicCheckpointIO(TorchCheckpointIO):
+        def save_checkpoint(self, checkpoint: dict, path, storage_options=None) -> None:
+            path = Path(path)
+            try:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+            except OSError as error:
+                raise write_failure(error) from error
+            try:
+                with os.fdopen(fd, "wb") as handle:
+                    torch.save(checkpoint, handle)
+                    handle.flush()
+                    os.fsync(handle.fileno())
+                pause_point(f"checkpoint-write:{run}:{checkpoint.get('global_step')}")  # a test hook
+                os.replace(tmp, path)
+                _fsync_dir(path.parent)
+            except BaseException as error:
+                Path(tmp).unlink(missing_ok=True)
+                failed_write = _as_os_error(error, path)  # torch.save wraps it in a RuntimeError
+                if failed_write is not None:
+                    raise write_failure(failed_write) from error
+                raise
+            pause_point(f"checkpoint:{run}:{checkpoint.get('global_step')}")
+
+        def load_checkpoint(self, path, map_location=None, weights_only=None) -> dict:
+            try:
+                return super().load_checkpoint(path, map_location=map_location or "cpu", weights_only=True)
+            except Exception as error:
+                raise UserError(
+                    f"{path} could not be loaded ({_first_line(error)}); delete it to resume from an earlier "
+                    f"checkpoint, or resume=never to start over"
+                ) from None
+
+    return AtomicCheckpointIO()
+
+
+def _periodic_checkpoint(interval: int, **kwargs):
+    """ModelCheckpoint every `interval` optimizer steps (never mid-accumulation), taken
+    after the step's validation when one follows the step's last batch: Lightning,
+    resuming from a checkpoint saved at the end of a training batch, skips the
+    validation that was due right after it (its val loss would be lost)."""
+    from lightning.pytorch.callbacks import ModelCheckpoint
+    from lightning.pytorch.trainer.states import TrainerFn
+
+    class PeriodicCheckpoint(ModelCheckpoint):
+        def _due(self, trainer) -> bool:
+            step = trainer.global_step
+            return step % interval == 0 and step != self._last_global_step_saved and not trainer.fit_loop._should_accumulate()
+
+        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+            if not self._due(trainer):
+                return
+            batches = trainer.fit_loop.epoch_loop.total_batch_idx + 1
+            validation_follows = trainer.val_check_batch and batches % trainer.val_check_batch == 0
+            if not validation_follows:
+                self._save_topk_checkpoint(trainer, self._monitor_candidates(trainer))
+
+        def on_validation_end(self, trainer, pl_module) -> None:
+            if not trainer.sanity_checking and trainer.state.fn == TrainerFn.FITTING and self._due(trainer):
+                self._save_topk_checkpoint(trainer, self._monitor_candidates(trainer))
+
+        def on_train_epoch_end(self, trainer, pl_module) -> None:
+            return
+
+    return PeriodicCheckpoint(**kwargs)
+
+
+def _as_os_error(error: BaseException, path: Path) -> OSError | None:
+    """The OSError behind a failed write (in the exception's chain), naming the file; None if none."""
+    cause: BaseException | None = error
+    while cause is not None and not isinstance(cause, OSError):
+        cause = cause.__cause__ or cause.__context__
+    if cause is None:
+        return None
+    return OSError(cause.errno, cause.strerror, cause.filename or str(path))
+
+
+def _fsync_dir(folder: Path) -> None:
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
+
+
+def checkpoints(run_dir: Path) -> list[tuple[int, Path]]:
+    """The run's periodic Lightning checkpoints as (step, path), oldest first."""
+    folder = Path(run_dir) / CHECKPOINT_DIR / LIGHTNING_DIR
+    if not folder.is_dir():
+        return []
+    found = [(int(m[1]), p) for p in folder.iterdir() if (m := CHECKPOINT_NAME.match(p.name))]
+    return sorted(found)
+
+
+def latest_checkpoint(run_dir: Path, remove_temps: bool = True) -> Path | None:
+    """The newest periodic checkpoint, checked whole (zip CRCs), after removing the temp
+    files of a killed save. A damaged one is an error naming it, never skipped silently."""
+    folder = Path(run_dir) / CHECKPOINT_DIR / LIGHTNING_DIR
+    if folder.is_dir() and remove_temps:
+        for leftover in folder.glob(".*.tmp"):
+            leftover.unlink(missing_ok=True)
+    found = checkpoints(run_dir)
+    if not found:
+        return None
+    path = found[-1][1]
+    try:
+        with zipfile.ZipFile(path) as archive:
+            bad = archive.testzip()
+    except (zipfile.BadZipFile, OSError, EOFError) as error:
+        bad = str(error) or "unreadable"
+    if bad is not None:
+        raise UserError(
+            f"{path} is truncated or corrupted ({bad}); delete it to resume from an earlier checkpoint, "
+            f"or resume=never to start over"
+        )
+    return path
+
+
+# ---------------------------------------------------------------- resume
+
+
+def _flatten(tree: dict, prefix: str = "") -> dict:
+    flat = {}
+    for key, value in tree.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict) and value:
+            flat.update(_flatten(value, f"{name}."))
+        else:
+            flat[name] = value
+    return flat
+
+
+def _free(key: str) -> bool:
+    return any(key == free or key.startswith(f"{free}.") for free in FREE_KEYS)
+
+
+def check_same_config(run_dir: Path, saved: dict, wanted: dict) -> None:
+    """Refuse to resume a run folder into a different run (the keys that shape training)."""
+    old, new = _flatten(saved), _flatten(wanted)
+    differs = sorted(k for k in set(old) | set(new) if not _free(k) and old.get(k) != new.get(k))
+    if differs:
+        shown = "; ".join(f"{k}={old.get(k, '(unset)')} there, {new.get(k, '(unset)')} here" for k in differs[:3])
+        more = f" and {len(differs) - 3} more" if len(differs) > 3 else ""
+        raise UserError(
+            f"{run_dir} was trained with another config ({shown}{more}); resume it with the same config, "
+            f"use another run_name, or resume=never to start over"
+        )
+
+
+def _env_rank() -> int:
+    """This process's global rank as the launchers set it (Lightning's own rule), 0 alone."""
+    for key in ("RANK", "LOCAL_RANK", "SLURM_PROCID", "JSM_NAMESPACE_RANK"):
+        if os.environ.get(key) is not None:
+            return int(os.environ[key])
+    return 0
+
+
+def existing_run(
+    run_dir: Path, resolved: dict, family_name: str, arch: dict, model_cfg, tokenizer_hash: str, lead: bool = True
+) -> dict:
+    """The state of an existing run folder this config may resume, checked: {record, checkpoint}."""
+    record_path, config_path = run_dir / RUN_RECORD, run_dir / CONFIG_FILE
+    if not record_path.exists() and not config_path.exists():
+        if any(run_dir.iterdir()):
+            raise UserError(
+                f"{run_dir} exists and is not a run folder (no {RUN_RECORD}, no {CONFIG_FILE}); "
+                f"choose another run_name or results_dir"
+            )
+        return {"record": {}, "checkpoint": None}
+    saved = read_config(run_dir)
+    record = read_json(record_path) if record_path.exists() else {}
+    check_same_model(run_dir, family_name, arch, model_cfg)
+    if record.get("tokenizer_hash") and record["tokenizer_hash"] != tokenizer_hash:
+        raise UserError(
+            f"{record_path} was trained with tokenizer {record['tokenizer_hash'][:12]} but this config's is "
+            f"{tokenizer_hash[:12]}; use the run's own data, another run_name, or resume=never to start over"
+        )
+    check_same_config(run_dir, saved, resolved)
+    completed = record.get("status") == "completed" and (run_dir / CHECKPOINT_DIR / "model.safetensors").exists()
+    checkpoint = None if completed else latest_checkpoint(run_dir, remove_temps=lead)
+    return {"record": record, "checkpoint": checkpoint, "completed": completed}
+
+
+def _keep_log_rows(metrics_csv: Path, resumed: dict) -> None:
+    """logs/metrics.csv as it stood when the checkpoint was saved: rows logged after it
+    are trained (and logged) again, and the checkpointed step's own row, which Lightning
+    writes only after saving, comes from the checkpoint."""
+    rows, fields = [], []
+    if metrics_csv.exists():
+        with open(metrics_csv, newline="") as handle:
+            reader = csv.DictReader(handle)
+            fields, rows = list(reader.fieldnames or []), list(reader)
+    if resumed.get("step") is not None:
+        rows = [row for row in rows if row.get("step") in ("", None) or int(float(row["step"])) < resumed["step"]]
+    if resumed.get("row"):
+        rows.append(resumed["row"])
+        fields = sorted(set(fields) | set(resumed["row"]))
+    if not fields:
+        return
+    out = io.StringIO()
+    writer = csv.DictWriter(out, fieldnames=fields)
+    writer.writeheader()
+    writer.writerows(rows)
+    from arches.run import write_atomic
+
+    write_atomic(metrics_csv, out.getvalue())
+
+
+def _csv_logger(logs: Path, lit, resuming: bool):
+    """Lightning's CSVLogger deletes an existing metrics.csv when it opens the folder; a
+    resumed run keeps the rows up to its checkpoint and appends the rest. The cut waits
+    for the first save, when the checkpoint has been loaded and says where it was."""
+    from lightning.pytorch.loggers import CSVLogger
+    from lightning.pytorch.loggers.csv_logs import ExperimentWriter
+
+    class ResumedWriter(ExperimentWriter):
+        _cut = not resuming
+
+        def _check_log_dir_exists(self) -> None:
+            if not resuming:
+                super()._check_log_dir_exists()
+
+        def save(self) -> None:
+            if not self._cut and self.metrics:
+                self._cut = True
+                _keep_log_rows(Path(self.metrics_file_path), lit.resumed_log or {})
+                if self._fs.isfile(self.metrics_file_path):
+                    with open(self.metrics_file_path, newline="") as handle:
+                        self.metrics_keys = sorted(csv.DictReader(handle).fieldnames or [])
+            super().save()
+
+    class ResumedCSVLogger(CSVLogger):
+        @property
+        def experiment(self):
+            if self._experiment is None:
+                os.makedirs(self.root_dir, exist_ok=True)
+                self._experiment = ResumedWriter(log_dir=self.log_dir)
+            return self._experiment
+
+    return ResumedCSVLogger(logs, name="", version="")
+
+
+# ---------------------------------------------------------------- train
+
+
 def train(cfg: DictConfig, callbacks: list | None = None) -> dict:
     """Train the configured architecture; returns the run's record (metrics, run_dir).
 
     `callbacks` are extra Lightning callbacks (e.g. Optuna's pruning callback)."""
-    import lightning as L
-    import torch
-    from lightning.pytorch.callbacks import RichProgressBar
-    from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
+    # the settings first: checking them needs no torch (seconds to import)
+    for key in ("micro_batch_size", "grad_accum"):
+        if int(cfg.train[key]) < 1:
+            raise UserError(f"train.{key}={cfg.train[key]} must be a positive integer")
+    resume = _resume_mode(cfg)
+    interval = _positive(cfg, "checkpoint_interval", 100)
+    keep = _positive(cfg, "keep_checkpoints", 2)
 
-    from arches.core.stack import parameter_counts
-    from arches.data import ArchesDataModule, prepare
-    from arches.lit import LitArches
+    from arches.data import prepare
+    from arches.registry import family, model_config, plain
 
     arch = plain(cfg.arch)
     spec = family(arch.get("family", ""))
     seq_len = int(cfg.data.seq_len)
-    for key in ("micro_batch_size", "grad_accum"):
-        if int(cfg.train[key]) < 1:
-            raise UserError(f"train.{key}={cfg.train[key]} must be a positive integer")
     prepared = prepare(cfg)
     model_cfg = model_config(arch, cfg.size, prepared.vocab_size, seq_len)  # validates before any folder exists
     specials = prepared.specials()
     steps = total_steps(cfg)
+    resolved = to_container(cfg)
 
     run_dir = Path(cfg.results_dir) / run_name(cfg)
-    if run_dir.exists():
-        shutil.rmtree(run_dir)  # a re-run of the same name starts over (resume arrives with the reliability work)
-    run_dir.mkdir(parents=True)
-    resolved = to_container(cfg)
-    write_config(run_dir, resolved)
-    shutil.copyfile(prepared.tokenizer_path, run_dir / TOKENIZER_FILE)
+    # Under DDP every rank runs this function; only rank 0 writes the run folder, the
+    # others read it (to resume from the same checkpoint) and train.
+    lead = _env_rank() == 0
+    state: dict = {"record": {}, "checkpoint": None, "completed": False}
+    if run_dir.exists() and resume == "auto":
+        state = existing_run(run_dir, resolved, spec.name, arch, model_cfg, prepared.tokenizer_hash, lead)
+        if state.get("completed"):
+            print(f"arches: {run_dir} is already completed; resume=never trains it again", file=sys.stderr)
+            return {**state["record"], "run_dir": str(run_dir)}
+    # everything is checked: only now the heavy imports (Lightning takes seconds)
+    import lightning as L
+    import torch
+    from lightning.pytorch.callbacks import RichProgressBar
+    from lightning.pytorch.loggers import TensorBoardLogger
 
+    from arches.core.stack import parameter_counts
+    from arches.data import ArchesDataModule
+    from arches.lit import LitArches
+
+    if not os.environ.get("ARCHES_DEBUG"):
+        # Lightning's start-up banner (accelerators, tips) is not news on every run: errors
+        # stay one line. Set after the import, which sets its own level; ARCHES_DEBUG=1 keeps it.
+        for name in ("lightning.pytorch", "lightning.fabric"):
+            logging.getLogger(name).setLevel(logging.WARNING)
     L.seed_everything(int(cfg.seed), workers=True, verbose=False)
-    model = spec.build(model_cfg, arch)
+    try:
+        model = spec.build(model_cfg, arch)  # before any folder exists: a model too large leaves none
+    except Exception as error:
+        if _is_oom(error):
+            raise RunFailure(
+                f"out of memory building the {arch.get('name')} model at size {cfg.size.name}; choose a smaller size"
+            ) from error
+        raise
     counts = parameter_counts(model)
     flops_per_token = spec.flops_per_token(model_cfg, arch, seq_len)
+    gpu = torch.cuda.is_available() and cfg.trainer.accelerator in ("auto", "gpu", "cuda")
+
+    ckpt_path = state["checkpoint"]
+    try:
+        if lead and ckpt_path is None:  # a fresh start (nothing to keep from an attempt without a checkpoint)
+            if run_dir.exists():
+                shutil.rmtree(run_dir)
+            run_dir.mkdir(parents=True)
+            write_config(run_dir, resolved)
+            shutil.copyfile(prepared.tokenizer_path, run_dir / TOKENIZER_FILE)
+            write_model_file(run_dir, model_identity(spec.name, arch, model_cfg))
+        if lead and ckpt_path is not None:
+            print(f"arches: resuming {run_dir.name} from {ckpt_path.name}", file=sys.stderr)
+        if lead:
+            _record_start(run_dir, cfg, arch, spec, prepared, counts, flops_per_token, steps, seq_len, gpu)
+    except OSError as error:
+        raise write_failure(error, str(run_dir)) from error
+
+    # Each batch's corruption is a pure function of (seed, its window indices): validation
+    # scores the same corruption at every pass, and a resumed run continues the same stream.
+    train_collate = spec.collate(arch, specials, seq_len, seed=int(cfg.seed), vocab_size=prepared.vocab_size)
+    val_collate = spec.collate(arch, specials, seq_len, seed=int(cfg.seed) + 1, vocab_size=prepared.vocab_size)
+
+    datamodule = ArchesDataModule(
+        prepared,
+        seq_len=seq_len,
+        micro_batch_size=int(cfg.train.micro_batch_size),
+        collate_fn=train_collate,
+        val_collate_fn=val_collate,
+        seed=int(cfg.seed),
+        num_workers=int(cfg.data.get("num_workers", 0)),
+        eval_windows=cfg.train.get("val_windows"),
+    )
+    lit = LitArches(model, plain(cfg.train), steps, seq_len, flops_per_token)
+    logs = run_dir / "logs"
+    resume_step = _checkpoint_step(ckpt_path)
+    periodic = _periodic_checkpoint(
+        interval,
+        dirpath=run_dir / CHECKPOINT_DIR / LIGHTNING_DIR,
+        filename="step{step:08d}",
+        auto_insert_metric_name=False,
+        # the last K by step: "step" is always among Lightning's monitor candidates
+        monitor="step",
+        mode="max",
+        save_top_k=keep,
+        save_last=False,
+        enable_version_counter=False,
+    )
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*exists and is not empty.*")
+        trainer = L.Trainer(
+            accelerator=cfg.trainer.accelerator,
+            devices=cfg.trainer.devices,
+            num_nodes=cfg.trainer.get("num_nodes", 1),
+            strategy=cfg.trainer.strategy,
+            precision=precision(cfg),
+            max_steps=steps,
+            max_epochs=-1,
+            accumulate_grad_batches=int(cfg.train.grad_accum),
+            gradient_clip_val=float(cfg.train.grad_clip) or None,
+            val_check_interval=min(int(cfg.train.val_interval), steps) * int(cfg.train.grad_accum),
+            check_val_every_n_epoch=None,
+            num_sanity_val_steps=0,
+            log_every_n_steps=int(cfg.train.log_interval),
+            logger=[_csv_logger(logs, lit, ckpt_path is not None), TensorBoardLogger(logs, name="", version="tensorboard")],
+            callbacks=([RichProgressBar()] if sys.stderr.isatty() else []) + list(callbacks or []) + [periodic],
+            plugins=[_atomic_checkpoint_io(run_dir.name)],
+            # the training sampler splits windows across ranks itself (arches.data.WindowOrder)
+            use_distributed_sampler=False,
+            enable_progress_bar=sys.stderr.isatty(),
+            enable_checkpointing=True,
+            enable_model_summary=False,
+            deterministic=bool(cfg.trainer.get("deterministic", False)),
+        )
+    if ckpt_path is not None and lead:
+        attempts = list(state["record"].get("resumed") or [])
+        attempts.append({"from_step": resume_step, "at": time.strftime("%Y-%m-%dT%H:%M:%S")})
+        update_record(run_dir, resumed=attempts)
+    try:
+        with warnings.catch_warnings():
+            # torch 2.13 deprecates a pytree class that Lightning 2.6 still uses: noise, not news
+            warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\).*")
+            warnings.filterwarnings("ignore", message=".*exists and is not empty.*")
+            trainer.fit(lit, datamodule=datamodule, ckpt_path=str(ckpt_path) if ckpt_path else None, weights_only=True)
+            if not lit.val_history or lit.val_history[-1]["step"] != trainer.global_step:
+                trainer.validate(lit, datamodule=datamodule, verbose=False)
+            if trainer.is_global_zero:
+                model.cpu()
+                save_checkpoint(run_dir, model, spec.name, arch, model_cfg)
+    except BaseException as error:
+        if isinstance(error, SystemExit):  # Lightning's answer to Ctrl-C: a graceful shutdown, then exit(1)
+            error = KeyboardInterrupt("interrupted")
+        failure = _failure(error, cfg, run_dir, trainer.global_step)
+        try:
+            if lead:
+                message = _first_line(failure or error)
+                update_record(run_dir, status="failed", error=message, wall_time_s=lit.wall_seconds())
+        except OSError:
+            pass  # the disk that failed the run may not take the record either; the message says so
+        if failure is not None:
+            raise failure from error
+        if isinstance(error, KeyboardInterrupt):
+            raise error from None
+        raise
+    if not trainer.is_global_zero:
+        return {"run_dir": str(run_dir), "rank": trainer.global_rank}
+    tokens_seen = int(lit.tokens_seen)
+    try:
+        record = update_record(
+            run_dir,
+            status="completed",
+            run_dir=str(run_dir),
+            steps=int(trainer.global_step),
+            tokens_seen=tokens_seen,
+            loss_tokens_seen=int(lit.loss_tokens_seen),
+            train_flops=tokens_seen * flops_per_token,
+            wall_time_s=lit.wall_seconds(),
+            train_seconds=lit.train_seconds,
+            tokens_per_s=tokens_seen / lit.train_seconds if lit.train_seconds > 0 else None,
+            final_val_loss=lit.val_history[-1]["val_loss"] if lit.val_history else None,
+            val_history=lit.val_history,
+            loss_objective=arch.get("objective"),
+            precision=precision(cfg),
+            device=str(torch.cuda.get_device_name(0)) if torch.cuda.is_available() else "cpu",
+        )
+    except OSError as error:
+        raise write_failure(error) from error
+    # the weights are saved and the run recorded: the training checkpoints have done their job
+    shutil.rmtree(run_dir / CHECKPOINT_DIR / LIGHTNING_DIR, ignore_errors=True)
+    return record
+
+
+def _record_start(run_dir: Path, cfg: DictConfig, arch: dict, spec, prepared, counts: dict, flops_per_token: float,
+                  steps: int, seq_len: int, gpu: bool) -> None:
+    """run.json at the start of an attempt: what is trained, on what, and how."""
     update_record(
         run_dir,
         status="running",
@@ -85,6 +593,9 @@ def train(cfg: DictConfig, callbacks: list | None = None) -> dict:
         run_name=run_dir.name,
         experiment=(cfg.get("experiment") or {}).get("name"),
         variant=cfg.get("variant") or arch.get("name"),
+        tuned=bool(cfg.get("tuned_study")),
+        tuned_study=cfg.get("tuned_study"),
+        tuned_trials=cfg.get("tuned_trials"),
         family=spec.name,
         preset=arch.get("name"),
         objective=arch.get("objective"),
@@ -100,85 +611,31 @@ def train(cfg: DictConfig, callbacks: list | None = None) -> dict:
         planned_steps=steps,
         planned_tokens=steps * int(cfg.train.micro_batch_size) * int(cfg.train.grad_accum) * seq_len,
         knobs=arch.get("model", {}),
+        # on a CPU the same seed gives the same run bit for bit; on a GPU it does not
+        deterministic_kernels=bool(cfg.trainer.get("deterministic", False)) if gpu else True,
+        determinism_note=GPU_DETERMINISM_NOTE if gpu else None,
     )
 
-    train_collate = spec.collate(arch, specials, seq_len, seed=int(cfg.seed), vocab_size=prepared.vocab_size)
 
-    def val_collate(windows: list[dict]) -> dict:
-        # a fresh objective per batch, seeded by the batch's tokens, so every validation
-        # pass scores the same corruption and losses are comparable across steps
-        seed = int(sum(int(w["tokens"][:8].sum()) for w in windows)) % (2**31)
-        return spec.collate(arch, specials, seq_len, seed=seed, vocab_size=prepared.vocab_size)(windows)
+def _checkpoint_step(path: Path | None) -> int | None:
+    if path is None:
+        return None
+    match = CHECKPOINT_NAME.match(path.name)
+    return int(match[1]) if match else None
 
-    datamodule = ArchesDataModule(
-        prepared,
-        seq_len=seq_len,
-        micro_batch_size=int(cfg.train.micro_batch_size),
-        collate_fn=train_collate,
-        val_collate_fn=val_collate,
-        seed=int(cfg.seed),
-        num_workers=int(cfg.data.get("num_workers", 0)),
-        eval_windows=cfg.train.get("val_windows"),
-    )
-    lit = LitArches(model, plain(cfg.train), steps, seq_len, flops_per_token)
-    logs = run_dir / "logs"
-    trainer = L.Trainer(
-        accelerator=cfg.trainer.accelerator,
-        devices=cfg.trainer.devices,
-        num_nodes=cfg.trainer.get("num_nodes", 1),
-        strategy=cfg.trainer.strategy,
-        precision=precision(cfg),
-        max_steps=steps,
-        max_epochs=-1,
-        accumulate_grad_batches=int(cfg.train.grad_accum),
-        gradient_clip_val=float(cfg.train.grad_clip) or None,
-        val_check_interval=min(int(cfg.train.val_interval), steps) * int(cfg.train.grad_accum),
-        check_val_every_n_epoch=None,
-        num_sanity_val_steps=0,
-        log_every_n_steps=int(cfg.train.log_interval),
-        logger=[CSVLogger(logs, name="", version=""), TensorBoardLogger(logs, name="", version="tensorboard")],
-        callbacks=([RichProgressBar()] if sys.stderr.isatty() else []) + list(callbacks or []),
-        enable_progress_bar=sys.stderr.isatty(),
-        enable_checkpointing=False,
-        enable_model_summary=False,
-        deterministic=bool(cfg.trainer.get("deterministic", False)),
-    )
-    started = time.perf_counter()
-    try:
-        trainer.fit(lit, datamodule=datamodule)
-        if not lit.val_history or lit.val_history[-1]["step"] != trainer.global_step:
-            trainer.validate(lit, datamodule=datamodule, verbose=False)
-    except BaseException as error:
-        message = str(error).splitlines()[0] if str(error) else type(error).__name__
-        update_record(run_dir, status="failed", error=message, wall_time_s=time.perf_counter() - started)
-        if isinstance(error, (ArchesError, KeyboardInterrupt)):
-            raise
-        if isinstance(error, torch.OutOfMemoryError):
-            raise RunFailure(
-                f"out of memory in {run_dir.name}; halve train.micro_batch_size and double train.grad_accum"
-            ) from error
-        raise
-    wall = time.perf_counter() - started
-    model.cpu()
-    save_checkpoint(run_dir, model, spec.name, arch, model_cfg)
-    tokens_seen = int(lit.tokens_seen)
-    return update_record(
-        run_dir,
-        status="completed",
-        run_dir=str(run_dir),
-        steps=int(trainer.global_step),
-        tokens_seen=tokens_seen,
-        loss_tokens_seen=int(lit.loss_tokens_seen),
-        train_flops=tokens_seen * flops_per_token,
-        wall_time_s=wall,
-        train_seconds=lit.train_seconds,
-        tokens_per_s=tokens_seen / lit.train_seconds if lit.train_seconds > 0 else None,
-        final_val_loss=lit.val_history[-1]["val_loss"] if lit.val_history else None,
-        val_history=lit.val_history,
-        loss_objective=arch.get("objective"),
-        precision=precision(cfg),
-        device=str(torch.cuda.get_device_name(0)) if torch.cuda.is_available() else "cpu",
-    )
+
+def _failure(error: BaseException, cfg: DictConfig, run_dir: Path, step: int) -> ArchesError | None:
+    """The one-line error for a failed fit (None: re-raise as it is)."""
+    if isinstance(error, ArchesError):
+        return error
+    if isinstance(error, KeyboardInterrupt):
+        return None
+    if _is_oom(error):
+        advice = oom_advice(int(cfg.train.micro_batch_size), int(cfg.train.grad_accum))
+        return RunFailure(f"out of memory training {run_dir.name} at step {step}; {advice}")
+    if isinstance(error, OSError):
+        return write_failure(error, str(run_dir))
+    return None
 
 
 def _hydra_task(cfg: DictConfig) -> None:

@@ -5,7 +5,9 @@ Work already complete in `results/<experiment>/` is skipped, so a second invocat
 after an interruption does only what is missing: a run counts as trained when its
 record says `completed`; an evaluation counts as done when the record lists its shot
 count under `compared_shots` (written only after lm-eval finished and the scores were
-recorded). A run left `running` by a killed process is trained again from the start.
+recorded). A run left `running` (or `failed`) by a killed process continues from its
+last training checkpoint (`arches.train`, resume=auto), and an evaluation killed midway
+reuses the requests it had already scored (harness.lm's cache).
 """
 
 from __future__ import annotations
@@ -65,13 +67,31 @@ def plan(overrides: list[str]) -> tuple[DictConfig, list[PlannedRun], list[str]]
     if not experiment or not experiment.get("variants"):
         raise UserError(f"experiment '{name}' lists no variants; add experiment.variants to sweeps/experiment/{name}.yaml")
     out = Path(cfg.results_dir) / experiment.name
+    tuned = tuned_studies(cfg)
     runs = []
     for variant, variant_overrides in experiment.variants.items():
+        preset = compose([*common, *variant_overrides, *user]).arch.name
+        study = tuned.get(preset)
+        tuning = [] if study is None else [
+            *study["overrides"], f"tuned_study={study['study']}", f"tuned_trials={study['n_trials']}"
+        ]
         for seed in experiment.seeds:
-            # the user's overrides come last: they win over the experiment's
-            overrides_for_run = [*common, *variant_overrides, *user, f"seed={seed}", f"variant={variant}"]
+            # the user's overrides come last: they win over the experiment's (and the tuned ones)
+            overrides_for_run = [*common, *variant_overrides, *tuning, *user, f"seed={seed}", f"variant={variant}"]
             runs.append(PlannedRun(str(variant), int(seed), overrides_for_run, out / f"{variant}-seed{seed}"))
     return cfg, runs, user
+
+
+def tuned_studies(cfg: DictConfig) -> dict[str, dict]:
+    """`tuned=<study>` or `tuned=[a,b]`: each study's best trial, by the preset it tuned."""
+    from arches.tune import tuned_overrides
+
+    names = cfg.get("tuned")
+    if not names:
+        return {}
+    names = [names] if isinstance(names, str) else list(names)
+    studies = [tuned_overrides(cfg.results_dir, str(name)) for name in names]
+    return {study["preset"]: study for study in studies}
 
 
 def _record(run: PlannedRun) -> dict:

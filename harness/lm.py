@@ -31,7 +31,16 @@ from lm_eval.models.utils import Collator, normalize_gen_kwargs
 from tqdm import tqdm
 
 from arches.errors import RunFailure, UserError
-from arches.run import CHECKPOINT_DIR, MODEL_FILE, RUN_RECORD, TOKENIZER_FILE, WEIGHTS_FILE, load_model, read_json
+from arches.run import (
+    CHECKPOINT_DIR,
+    MODEL_FILE,
+    RUN_RECORD,
+    TOKENIZER_FILE,
+    WEIGHTS_FILE,
+    load_model,
+    pause_point,
+    read_json,
+)
 from arches.tokenizer import load_tokenizer, tokenizer_hash
 
 log = logging.getLogger(__name__)
@@ -356,6 +365,7 @@ class ArchesLM(LM):
                         self.cache_hook.add_partial(kind, request, result)
                     if self.cache is not None:  # batch by batch, so an interrupted run resumes
                         self.cache.put(kind, [(keys[index], results[index]) for index, _ in batch])
+                        pause_point(f"eval-cached:{self.run_dir.name}")  # a test hook (arches.run)
                     progress.update(len(batch))
         if kind == "loglikelihood":
             return [tuple(r) for r in results]

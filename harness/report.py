@@ -527,6 +527,7 @@ def runs_display(runs: list[dict], baseline: dict | None) -> pd.DataFrame:
             "tokens/s": si(run.get("tokens_per_s")),
             "val loss (objective)": f"{sig3(loss)} ({objective_of(run)})" if _number(loss) else MISSING,
             "held-out bits/byte": (f"{sig3(bpb)} (PLL)" if pll else sig3(bpb)) if bpb is not None else MISSING,
+            "tuned": f"yes ({run.get('tuned_trials')} trials)" if run.get("tuned") else "no",
             "error": run.get("error") or "",
         })
     unigram = (baseline or {}).get("unigram")

@@ -56,9 +56,15 @@ def write_bytes_atomic(path: Path, data: bytes) -> Path:
             handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())
+        if os.environ.get("ARCHES_TEST_PAUSE_AT"):  # a test hook: kill between write and rename
+            from arches.run import pause_point
+
+            pause_point(f"write:{path.name}")
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as error:
         Path(tmp).unlink(missing_ok=True)
+        if isinstance(error, OSError) and error.filename is None:
+            error.filename = str(path)  # a failed write names its file (and so its folder)
         raise
     return path
 
@@ -175,8 +181,10 @@ def write_index(folder: Path | str) -> Path:
         os.chmod(tmp, _FILE_MODE)
         table.to_parquet(tmp, index=False)
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as error:
         Path(tmp).unlink(missing_ok=True)
+        if isinstance(error, OSError) and error.filename is None:
+            error.filename = str(path)  # a failed write names its file (and so its folder)
         raise
     return path
 

@@ -36,6 +36,7 @@ class MLP(nn.Module):
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()
         self.activation = cfg.activation
+        self.gelu_approximate = cfg.gelu_approximate
         self.gated = cfg.activation in GATED_ACTIVATIONS
         self.up = nn.Linear(cfg.d_model, cfg.d_ff * (2 if self.gated else 1), bias=cfg.bias)
         self.down = nn.Linear(cfg.d_ff, cfg.d_model, bias=cfg.bias)
@@ -45,12 +46,12 @@ class MLP(nn.Module):
         hidden = self.up(x)
         if self.gated:
             gate, hidden = hidden.chunk(2, dim=-1)
-            gate = F.silu(gate) if self.activation == "swiglu" else F.gelu(gate)
+            gate = F.silu(gate) if self.activation == "swiglu" else F.gelu(gate, approximate=self.gelu_approximate)
             hidden = gate * hidden
         elif self.activation == "relu":
             hidden = F.relu(hidden)
         else:
-            hidden = F.gelu(hidden)
+            hidden = F.gelu(hidden, approximate=self.gelu_approximate)
         return self.dropout(self.down(hidden))
 
 

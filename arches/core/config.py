@@ -13,11 +13,12 @@ from typing import Any
 
 from arches.errors import UserError, closest
 
-POSITIONS = ("learned", "rope", "alibi", "none", "glm2d")
+POSITIONS = ("learned", "rope", "alibi", "none", "glm2d", "t5_relative")
 NORMS = ("layernorm", "rmsnorm")
 NORM_PLACEMENTS = ("pre", "post")
 ACTIVATIONS = ("gelu", "relu", "swiglu", "geglu")
 GATED_ACTIVATIONS = ("swiglu", "geglu")
+GELU_APPROXIMATIONS = ("none", "tanh")  # torch.nn.functional.gelu's `approximate`
 
 
 def _choice(key: str, value: Any, valid: tuple[str, ...]) -> None:
@@ -38,14 +39,19 @@ class ModelConfig:
     bias: bool = True
     tie_embeddings: bool = True
     # --- the seed's knobs, orthogonal to family ---
-    position: str = "learned"  # learned | rope | alibi | none | glm2d (GLM only)
+    position: str = "learned"  # learned | rope | alibi | none | glm2d (GLM only) | t5_relative
     rotary_pct: float = 1.0  # fraction of each head rotated by RoPE (GPT-NeoX: 0.25)
     rope_base: float = 10000.0
+    relative_buckets: int = 32  # t5_relative: distance buckets per head (Raffel et al. 2020 §2.1)
+    relative_max_distance: int = 128  # t5_relative: distances from here on share the last bucket
     parallel_block: bool = False  # GPT-J / GPT-NeoX: attention and MLP side by side
     embed_norm: bool = False  # BLOOM: LayerNorm right after the embedding
     norm: str = "layernorm"
     norm_placement: str = "pre"
     activation: str = "gelu"
+    gelu_approximate: str = "none"  # none: exact (erf) GELU | tanh: GPT-2's and BLOOM's approximation
+    head_transform: bool = False  # BERT's MLM head: dense -> GELU -> LayerNorm before the output projection
+    head_bias: bool = False  # a bias on the vocabulary logits (BERT's MLM head)
     norm_eps: float = 1e-5
     init_std: float = 0.02
 
@@ -54,7 +60,8 @@ class ModelConfig:
         _choice("norm", self.norm, NORMS)
         _choice("norm_placement", self.norm_placement, NORM_PLACEMENTS)
         _choice("activation", self.activation, ACTIVATIONS)
-        for key in ("vocab_size", "d_model", "n_layers", "n_heads", "max_len"):
+        _choice("gelu_approximate", self.gelu_approximate, GELU_APPROXIMATIONS)
+        for key in ("vocab_size", "d_model", "n_layers", "n_heads", "max_len", "relative_buckets", "relative_max_distance"):
             if not isinstance(getattr(self, key), int) or getattr(self, key) < 1:
                 raise UserError(f"model.{key}={getattr(self, key)!r} must be a positive integer")
         if self.d_model % self.n_heads:
@@ -70,6 +77,19 @@ class ModelConfig:
             raise UserError(f"model.rotary_pct={self.rotary_pct} must be in (0, 1]")
         if self.position == "rope" and self.rotary_dim < 2:
             raise UserError(f"model.rotary_pct={self.rotary_pct} rotates fewer than 2 of {self.head_dim} head dims; raise it")
+        if self.position == "t5_relative" and self.relative_buckets < 4:
+            raise UserError(
+                f"model.relative_buckets={self.relative_buckets} is too few: t5_relative splits the buckets between "
+                f"the two directions and between exact and log-spaced distances; use 4 or more (T5: 32)"
+            )
+        if self.position == "t5_relative" and self.relative_max_distance <= self.relative_buckets // 2:
+            raise UserError(
+                f"model.relative_max_distance={self.relative_max_distance} must exceed relative_buckets // 2 = "
+                f"{self.relative_buckets // 2}, the distances that get a bucket each (T5: 128)"
+            )
+        for key in ("head_transform", "head_bias"):
+            if not isinstance(getattr(self, key), bool):
+                raise UserError(f"model.{key}={getattr(self, key)!r} must be true or false")
         if not 0.0 <= self.dropout < 1.0:
             raise UserError(f"model.dropout={self.dropout} must be in [0, 1)")
         if self.d_ff is None:

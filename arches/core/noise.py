@@ -74,3 +74,16 @@ def span_counts(arch: dict, length: int) -> tuple[int, int]:
     num_noise = int(np.clip(round(length * arch.get("noise_density", 0.15)), 1, length - 1))
     num_spans = max(1, min(round(num_noise / arch.get("mean_span_length", 3.0)), num_noise, length - num_noise))
     return num_noise, num_spans
+
+
+def batch_rng(seed: int, windows: list[dict], fallback: np.random.Generator) -> np.random.Generator:
+    """The generator for one batch's corruption (masks, spans, split points).
+
+    When the windows carry their dataset `index` (arches.data.WindowDataset does), it
+    is a pure function of (seed, the batch's window indices): a resumed run corrupts
+    each batch exactly as an uninterrupted one, and every validation pass scores the
+    same corruption. Windows built by hand, without an index, draw from `fallback`,
+    one stream across batches."""
+    if windows and all("index" in window for window in windows):
+        return np.random.default_rng([int(seed) % 2**63, *(int(window["index"]) for window in windows)])
+    return fallback

@@ -1,4 +1,4 @@
-"""Position schemes that act inside attention: RoPE and ALiBi.
+"""Position schemes that act inside attention: RoPE, ALiBi and T5's relative bias.
 
 Learned absolute positions (and GLM's 2D ones) are embeddings; see `stack.py`.
 """
@@ -8,6 +8,7 @@ from __future__ import annotations
 import math
 
 import torch
+from torch import nn
 
 
 def rope_cos_sin(position_ids: torch.Tensor, rotary_dim: int, base: float) -> tuple[torch.Tensor, torch.Tensor]:
@@ -53,3 +54,39 @@ def alibi_bias(slopes: torch.Tensor, query_positions: torch.Tensor, key_position
     (where j > i is masked anyway) and bidirectional attention alike."""
     distance = (query_positions[:, :, None] - key_positions[:, None, :]).abs().to(torch.float32)  # (B, T, S)
     return -slopes.to(distance.device)[None, :, None, None] * distance[:, None]
+
+
+def t5_relative_buckets(relative_position: torch.Tensor, bidirectional: bool, buckets: int, max_distance: int) -> torch.Tensor:
+    """T5's bucket of each key - query distance (Raffel et al. 2020 §2.1; Mesh TensorFlow's
+    `_relative_position_bucket`): half the buckets hold one small distance each, the other
+    half log-spaced distances up to `max_distance`, beyond which all share the last one.
+    Bidirectional: keys before and after the query get separate halves; otherwise later
+    keys share bucket 0 with the query itself."""
+    bucket = torch.zeros_like(relative_position)
+    if bidirectional:
+        buckets //= 2
+        bucket = bucket + (relative_position > 0).long() * buckets
+        distance = relative_position.abs()
+    else:
+        distance = (-relative_position).clamp(min=0)
+    max_exact = buckets // 2
+    # the float log of a distance below max_exact is never used (torch.where), only kept finite
+    log_ratio = torch.log(distance.float().clamp(min=1) / max_exact) / math.log(max_distance / max_exact)
+    large = (max_exact + (log_ratio * (buckets - max_exact)).long()).clamp(max=buckets - 1)
+    return bucket + torch.where(distance < max_exact, distance, large)
+
+
+class RelativePositionBias(nn.Module):
+    """T5's learned bias per head and distance bucket, added to the attention logits.
+    As in T5, one table per stack is computed once and added in every layer."""
+
+    def __init__(self, n_heads: int, buckets: int, max_distance: int, bidirectional: bool) -> None:
+        super().__init__()
+        self.buckets, self.max_distance, self.bidirectional = buckets, max_distance, bidirectional
+        self.table = nn.Embedding(buckets, n_heads)
+
+    def forward(self, query_positions: torch.Tensor, key_positions: torch.Tensor) -> torch.Tensor:
+        """(B, T) and (B, S) positions -> additive bias (B, H, T, S)."""
+        relative = key_positions[:, None, :] - query_positions[:, :, None]  # (B, T, S)
+        bucket = t5_relative_buckets(relative, self.bidirectional, self.buckets, self.max_distance)
+        return self.table(bucket).permute(0, 3, 1, 2)  # (B, H, T, S)

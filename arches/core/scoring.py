@@ -237,7 +237,8 @@ class BaseScorer:
         self.tokenizer = tokenizer
         self.arch = dict(arch or {})
         self.format = format
-        self.specials = Specials.from_tokenizer(tokenizer)
+        # an imported model names its own tokenizer's special tokens (arches.interop)
+        self.specials = Specials.from_tokenizer(tokenizer, self.arch.get("special_tokens"))
         self.max_len = int(model.cfg.max_len)
         window = self.max_len - self.rolling_margin
         if stride is not None and (not isinstance(stride, int) or stride < 1):

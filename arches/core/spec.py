@@ -31,5 +31,5 @@ class FamilySpec:
     input_len: Callable[[dict, int], int]
     flops_per_token: Callable[[ModelConfig, dict, int], float]
     objectives: tuple[str, ...]
-    positions: tuple[str, ...] = ("learned", "rope", "alibi", "none")
+    positions: tuple[str, ...] = ("learned", "rope", "alibi", "none", "t5_relative")
     scorer: Callable[..., Any] | None = None

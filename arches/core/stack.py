@@ -16,7 +16,7 @@ from arches.core import masks
 from arches.core.attention import AttentionInputs, KVCache
 from arches.core.block import Block, make_norm
 from arches.core.config import ModelConfig
-from arches.core.positions import alibi_bias, alibi_slopes, rope_cos_sin
+from arches.core.positions import RelativePositionBias, alibi_bias, alibi_slopes, rope_cos_sin
 from arches.errors import UserError
 
 IGNORE_INDEX = -100
@@ -59,9 +59,18 @@ class Embeddings(nn.Module):
 
 class Transformer(nn.Module):
     """Embeddings -> blocks -> final norm. With `cross_attention` each block also
-    attends to `memory` (T5's decoder); `embeddings` may be shared (T5 shares them)."""
+    attends to `memory` (T5's decoder); `embeddings` may be shared (T5 shares them).
+    `bidirectional_buckets` (t5_relative only): whether keys after the query get
+    distance buckets of their own, as in T5's encoder, or share the query's, as in its
+    decoder, which never attends to them."""
 
-    def __init__(self, cfg: ModelConfig, cross_attention: bool = False, embeddings: Embeddings | None = None) -> None:
+    def __init__(
+        self,
+        cfg: ModelConfig,
+        cross_attention: bool = False,
+        embeddings: Embeddings | None = None,
+        bidirectional_buckets: bool = True,
+    ) -> None:
         super().__init__()
         self.cfg = cfg
         self.embed = embeddings if embeddings is not None else Embeddings(cfg)
@@ -70,6 +79,10 @@ class Transformer(nn.Module):
         self.final_norm = make_norm(cfg) if cfg.norm_placement == "pre" else nn.Identity()
         if cfg.position == "alibi":
             self.register_buffer("alibi_slopes", alibi_slopes(cfg.n_heads), persistent=False)
+        if cfg.position == "t5_relative":
+            self.relative_bias = RelativePositionBias(
+                cfg.n_heads, cfg.relative_buckets, cfg.relative_max_distance, bidirectional_buckets
+            )
 
     def forward(
         self,
@@ -98,11 +111,14 @@ class Transformer(nn.Module):
         inputs = AttentionInputs(mask=mask, is_causal=is_causal, cache=cache)
         if self.cfg.position == "rope":
             inputs.rope = rope_cos_sin(position_ids, self.cfg.rotary_dim, self.cfg.rope_base)
-        elif self.cfg.position == "alibi":
+        elif self.cfg.position in ("alibi", "t5_relative"):
             key_positions = position_ids
             if offset:  # cached keys sit at the default positions before this chunk
                 key_positions = torch.arange(offset + length, device=tokens.device).expand(batch, -1)
-            inputs.bias = alibi_bias(self.alibi_slopes, position_ids, key_positions)
+            if self.cfg.position == "alibi":
+                inputs.bias = alibi_bias(self.alibi_slopes, position_ids, key_positions)
+            else:  # computed once, added in every layer (T5's layer 0 computes it and passes it on)
+                inputs.bias = self.relative_bias(position_ids, key_positions)
         memory_inputs = AttentionInputs(mask=memory_mask) if memory is not None else None
         x = self.embed(tokens, position_ids, block_position_ids)
         for block in self.blocks:
@@ -110,18 +126,36 @@ class Transformer(nn.Module):
         return self.final_norm(x)
 
 
+class HeadTransform(nn.Module):
+    """BERT's MLM head transform (Devlin et al. 2019, the released code's
+    `cls/predictions/transform`): dense -> GELU -> LayerNorm, before the output projection."""
+
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        self.dense = nn.Linear(cfg.d_model, cfg.d_model)
+        self.gelu_approximate = cfg.gelu_approximate
+        self.norm = nn.LayerNorm(cfg.d_model, eps=cfg.norm_eps)
+
+    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
+        return self.norm(F.gelu(self.dense(hidden), approximate=self.gelu_approximate))
+
+
 class LMHead(nn.Module):
-    """Hidden states -> vocabulary logits, tied to the token embedding unless asked not to be."""
+    """Hidden states -> vocabulary logits, tied to the token embedding unless asked not to
+    be; with `head_transform` and `head_bias`, BERT's MLM head."""
 
     def __init__(self, cfg: ModelConfig, embeddings: Embeddings) -> None:
         super().__init__()
         self.embeddings = [embeddings]  # a list, so the tied weight is not registered twice
+        self.transform = HeadTransform(cfg) if cfg.head_transform else None
         self.proj = None if cfg.tie_embeddings else nn.Linear(cfg.d_model, cfg.vocab_size, bias=False)
+        self.bias = nn.Parameter(torch.zeros(cfg.vocab_size)) if cfg.head_bias else None
 
     def forward(self, hidden: torch.Tensor) -> torch.Tensor:
-        if self.proj is None:
-            return F.linear(hidden, self.embeddings[0].tokens.weight)
-        return self.proj(hidden)
+        if self.transform is not None:
+            hidden = self.transform(hidden)
+        weight = self.embeddings[0].tokens.weight if self.proj is None else self.proj.weight
+        return F.linear(hidden, weight, self.bias)
 
 
 def lm_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
