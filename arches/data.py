@@ -36,6 +36,7 @@ from typing import Any, Protocol
 import numpy as np
 from tokenizers import Tokenizer
 
+from arches.run import file_sha256
 from arches.errors import RunFailure, UserError, unknown
 from arches.tokenizer import MIN_VOCAB_SIZE, Specials, load_tokenizer, tokenizer_hash, train_tokenizer
 
@@ -66,14 +67,6 @@ class CorpusSource(Protocol):
 
 def sha256_hex(data: bytes | str) -> str:
     return hashlib.sha256(data.encode("utf-8") if isinstance(data, str) else data).hexdigest()
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 _ESCAPED_BYTE = re.compile("[\udc80-\udcff]")

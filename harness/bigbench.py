@@ -37,6 +37,7 @@ from typing import Any
 
 import yaml
 
+from arches.run import file_sha256
 from arches.errors import UserError, unknown
 
 REQUIREMENT = "bigbench==1.0.0"
@@ -111,14 +112,6 @@ def converted_tasks(cache_dir: str | Path) -> list[str]:
 # ---------------------------------------------------------------- fetching
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def _pip_download(pip: list[str], requirement: str, folder: Path, *extra: str) -> subprocess.CompletedProcess:
     # --retries/--timeout: fail within seconds offline rather than after pip's minutes of retries
     command = [*pip, "download", "--no-deps", *extra, requirement, "-d", str(folder),
@@ -165,7 +158,7 @@ def fetch_archive(cache_dir: str | Path) -> Path:
                     _pip_download(fallback, REQUIREMENT, downloads, "--no-binary", ":all:")
         if not path.is_file():
             raise offline_error(downloads)
-    actual = _sha256(path)
+    actual = file_sha256(path)
     if actual != ARCHIVE_SHA256:
         raise UserError(
             f"{path} has sha256 {actual}, not the pinned {ARCHIVE_SHA256} of {REQUIREMENT}; "

@@ -65,3 +65,15 @@ def prepared_tiny(tmp_path_factory):
     root = tmp_path_factory.mktemp("prepared_tiny")
     write_tiny_corpus(root / "corpus")
     return prepare(tiny_cfg(root / "cache", [root / "corpus"]))
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny models: intra-op threads cost more than they give (a lot, on a busy 2-core
+    machine). Subprocess tests set OMP_NUM_THREADS themselves where it matters."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

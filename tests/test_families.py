@@ -33,15 +33,6 @@ PRESETS = group_choices("arch")
 SIZES = group_choices("size")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models: intra-op threads cost more than they give (a lot, on a busy 2-core machine)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @functools.lru_cache(maxsize=None)
 def composed(preset: str, size: str = "debug") -> tuple[dict, dict]:
     cfg = compose([f"arch={preset}", f"size={size}"])

@@ -24,15 +24,6 @@ ATOL = 1e-5
 MOVED = 1e-4  # a position "sees" a change when its logits move by more than this
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models: intra-op threads cost more than they give (a lot, on a busy 2-core machine)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def tensor(rows: list) -> torch.Tensor:
     return torch.tensor(rows, dtype=torch.bool)
 

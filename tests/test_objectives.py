@@ -25,15 +25,6 @@ FIRST_ORDINARY = 107
 PRESETS = {name: yaml.safe_load((sweeps_dir() / "arch" / f"{name}.yaml").read_text()) for name in group_choices("arch")}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models: intra-op threads cost more than they give (a lot, on a busy 2-core machine)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def presets_with(family: str, objective: str | None = None) -> list[str]:
     names = [n for n, a in PRESETS.items() if a["family"] == family and objective in (None, a.get("objective"))]
     assert names, f"no {family} preset with objective {objective}"

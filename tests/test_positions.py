@@ -20,15 +20,6 @@ VOCAB = 300
 ATOL = 1e-5
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models: intra-op threads cost more than they give (a lot, on a busy 2-core machine)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def tiny_config(position: str, **overrides) -> ModelConfig:
     values = dict(vocab_size=VOCAB, d_model=32, n_layers=2, n_heads=4, max_len=64, position=position)
     values.update(overrides)

@@ -26,15 +26,6 @@ PRESETS = group_choices("arch")
 VARIANTS = [(name, None) for name in PRESETS] + [("t5", "plain"), ("glm", "gmask"), ("bert", "pll"), ("prefix_lm", "causal")]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models: intra-op threads cost more than they give (a lot, on a busy 2-core machine)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def preset(name: str) -> dict:
     return yaml.safe_load((sweeps_dir() / "arch" / f"{name}.yaml").read_text())
 
