@@ -68,21 +68,36 @@ def pause_point(name: str) -> None:
         time.sleep(3600)
 
 
-def write_atomic(path: Path, text: str) -> None:
-    """Write text to `path` via a temporary file in the same folder and a rename."""
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+_FILE_MODE = 0o666 & ~_umask()
+
+
+def write_atomic(path: Path, data: str | bytes) -> Path:
+    """Write text or bytes to `path` via a temporary file in the same folder, an fsync
+    and a rename, so a reader sees the old file or the new one, never a partial one."""
+    path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        with os.fdopen(fd, "w") as handle:
-            handle.write(text)
+        os.chmod(tmp, _FILE_MODE)  # mkstemp makes 0600; results are shared like any written file
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data.encode("utf-8") if isinstance(data, str) else data)
             handle.flush()
             os.fsync(handle.fileno())
+        if os.environ.get(PAUSE_ENV):  # a test hook: kill between write and rename
+            pause_point(f"write:{path.name}")
         os.replace(tmp, path)
     except BaseException as error:
         Path(tmp).unlink(missing_ok=True)
         if isinstance(error, OSError) and error.filename is None:
             error.filename = str(path)  # a failed write names its file (and so its folder)
         raise
+    return path
 
 
 def write_json(path: Path, data: Any) -> None:

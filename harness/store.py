@@ -8,16 +8,16 @@ from the folders every time, never edited by hand. pandas is the only table engi
 
 from __future__ import annotations
 
+import io
 import json
 import math
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
 from arches.errors import UserError
+from arches.run import write_atomic
 
 RUN_RECORD = "run.json"
 BASELINE_FILE = "baseline.json"
@@ -36,41 +36,13 @@ SCORE_COLUMNS = (
 )
 
 
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-_FILE_MODE = 0o666 & ~_umask()
-
-
 def write_bytes_atomic(path: Path, data: bytes) -> Path:
-    """Write `data` to `path` via a temporary file in the same folder and a rename."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        os.chmod(tmp, _FILE_MODE)  # mkstemp makes 0600; results are shared like any written file
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        if os.environ.get("ARCHES_TEST_PAUSE_AT"):  # a test hook: kill between write and rename
-            from arches.run import pause_point
-
-            pause_point(f"write:{path.name}")
-        os.replace(tmp, path)
-    except BaseException as error:
-        Path(tmp).unlink(missing_ok=True)
-        if isinstance(error, OSError) and error.filename is None:
-            error.filename = str(path)  # a failed write names its file (and so its folder)
-        raise
-    return path
+    """Atomic write (temporary file, fsync, rename): the run folders' own writer."""
+    return write_atomic(path, data)
 
 
 def write_text_atomic(path: Path, text: str) -> Path:
-    return write_bytes_atomic(path, text.encode("utf-8"))
+    return write_atomic(path, text)
 
 
 def _read_json(path: Path) -> Any:
@@ -174,19 +146,9 @@ def write_index(folder: Path | str) -> Path:
         kinds = {type(v) for v in table[column] if v is not None}
         if len(kinds) > 1 or kinds - {str}:  # parquet needs one type per column
             table[column] = table[column].map(lambda v: None if v is None else str(v))
-    path = folder / INDEX_FILE
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{INDEX_FILE}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        os.chmod(tmp, _FILE_MODE)
-        table.to_parquet(tmp, index=False)
-        os.replace(tmp, path)
-    except BaseException as error:
-        Path(tmp).unlink(missing_ok=True)
-        if isinstance(error, OSError) and error.filename is None:
-            error.filename = str(path)  # a failed write names its file (and so its folder)
-        raise
-    return path
+    buffer = io.BytesIO()
+    table.to_parquet(buffer, index=False)
+    return write_atomic(folder / INDEX_FILE, buffer.getvalue())
 
 
 def scores(folder: Path | str, runs: list[dict] | None = None) -> pd.DataFrame:
