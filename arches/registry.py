@@ -81,13 +81,15 @@ def list_command(overrides: list[str]) -> None:
 
     cfg = compose(overrides)
     vocab_size, seq_len = int(cfg.data.vocab_size), int(cfg.data.seq_len)
-    table = Table(title=f"presets (vocab {vocab_size}, window {seq_len} tokens)")
+    table = Table(title=f"presets (vocab {vocab_size}, window {seq_len} tokens)", expand=True)
     for column in ("preset", "family", "objective", "knobs", "size", "params", "non-emb params", "FLOPs/token"):
         table.add_column(column, justify="right" if column in ("params", "non-emb params", "FLOPs/token") else "left")
     for preset in group_choices("arch"):
         arch = plain(compose([f"arch={preset}", *overrides]).arch)
-        knobs = ", ".join(f"{k}={v}" for k, v in (arch.get("model") or {}).items())
-        for size_name in group_choices("size"):
+        knobs = " ".join(f"{k}={v}" for k, v in (arch.get("model") or {}).items())
+        order = ["debug", "tiny", "small", "base"]  # smallest first; other sizes after, by name
+        sizes = sorted(group_choices("size"), key=lambda name: (order.index(name) if name in order else len(order), name))
+        for size_name in sizes:
             size = plain(compose([f"size={size_name}", *overrides]).size)
             model_cfg = model_config(arch, size, vocab_size)
             with torch.device("meta"):  # count without allocating
