@@ -57,6 +57,19 @@ def tiny_cfg(cache_dir, paths, **data):
     return OmegaConf.create({"seed": 0, "cache_dir": str(cache_dir), "data": data_cfg})
 
 
+def local_corpus(root) -> list[str]:
+    """The tiny corpus under `root`, its cache prepared once: the `data` and `cache_dir`
+    overrides that point a command at it (idempotent: a second call reuses both)."""
+    from arches.data import prepare
+
+    corpus, cache = root / "corpus", root / "cache"
+    if not corpus.exists():
+        write_tiny_corpus(corpus)
+        prepare(tiny_cfg(cache, [corpus]))
+    return ["data=local", f"data.paths=[{corpus}]", f"data.vocab_size={TINY_VOCAB}",
+            f"data.seq_len={TINY_SEQ_LEN}", f"cache_dir={cache}"]  # fmt: skip
+
+
 @pytest.fixture(scope="session")
 def prepared_tiny(tmp_path_factory):
     """`prepare()` of the tiny local corpus (vocab 512, seq_len 32) in a session-wide temp cache."""

@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import write_tiny_corpus
+from conftest import local_corpus
 
 from arches.config import compose, group_choices
 from arches.registry import family, model_config, plain
@@ -22,17 +22,7 @@ EXPERIMENTS = group_choices("experiment")
 
 
 def local_overrides(tmp_path: Path) -> list[str]:
-    corpus = tmp_path / "corpus"
-    if not corpus.exists():
-        write_tiny_corpus(corpus, documents=30)
-    return [
-        "data=local",
-        f"data.paths=[{corpus}]",
-        "data.vocab_size=512",
-        "data.seq_len=32",
-        f"cache_dir={tmp_path / 'cache'}",
-        f"results_dir={tmp_path / 'results'}",
-    ]
+    return [*local_corpus(tmp_path), f"results_dir={tmp_path / 'results'}"]
 
 
 def test_the_paper_experiments_exist():

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import TINY_SEQ_LEN, TINY_VOCAB, tiny_cfg, write_tiny_corpus
+from conftest import TINY_SEQ_LEN, TINY_VOCAB, local_corpus
 
 from arches.config import compose
 from arches.registry import family, plain
@@ -25,13 +25,8 @@ def rows(run_dir: Path) -> list[dict]:
 
 @pytest.fixture(scope="module")
 def base(tmp_path_factory) -> list[str]:
-    from arches.data import prepare
-
     root = tmp_path_factory.mktemp("determinism")
-    write_tiny_corpus(root / "corpus")
-    prepare(tiny_cfg(root / "cache", [root / "corpus"]))
-    return ["data=local", f"data.paths=[{root / 'corpus'}]", f"data.vocab_size={TINY_VOCAB}",
-            f"data.seq_len={TINY_SEQ_LEN}", f"cache_dir={root / 'cache'}", f"results_dir={root / 'results'}",
+    return [*local_corpus(root), f"results_dir={root / 'results'}",
             "size=debug", "train.micro_batch_size=4", "trainer.max_steps=8", "train.val_interval=4",
             "train.log_interval=1"]  # fmt: skip
 

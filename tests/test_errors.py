@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import TINY_SEQ_LEN, TINY_VOCAB, tiny_cfg, write_tiny_corpus
+from conftest import local_corpus
 
 from arches.config import compose
 
@@ -49,15 +49,11 @@ def arches(*args: str, preexec_fn=None, **extra_env: str) -> subprocess.Complete
 def world(tmp_path_factory) -> dict:
     """A tiny corpus with its cache, one trained run inside a results folder that has a
     report, and the damaged or odd folders the cases point at."""
-    from arches.data import prepare
     from arches.train import train
     from harness.report import write_report
 
     root = tmp_path_factory.mktemp("errors")
-    write_tiny_corpus(root / "corpus")
-    prepare(tiny_cfg(root / "cache", [root / "corpus"]))
-    data = ["data=local", f"data.paths=[{root / 'corpus'}]", f"data.vocab_size={TINY_VOCAB}",
-            f"data.seq_len={TINY_SEQ_LEN}", f"cache_dir={root / 'cache'}"]  # fmt: skip
+    data = local_corpus(root)
     base = [*data, f"results_dir={root / 'results'}", "size=debug", "train.micro_batch_size=4"]
     threads = torch.get_num_threads()
     torch.set_num_threads(1)

@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import TINY_SEQ_LEN, TINY_VOCAB, tiny_cfg, write_tiny_corpus
+from conftest import local_corpus
 
 from arches.run import CHECKPOINT_DIR, LIGHTNING_DIR
 
@@ -31,13 +31,7 @@ from arches.run import CHECKPOINT_DIR, LIGHTNING_DIR
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory) -> list[str]:
     """Overrides for the tiny local corpus, its cache prepared once for the module."""
-    from arches.data import prepare
-
-    root = tmp_path_factory.mktemp("resume")
-    write_tiny_corpus(root / "corpus")
-    prepare(tiny_cfg(root / "cache", [root / "corpus"]))
-    return ["data=local", f"data.paths=[{root / 'corpus'}]", f"data.vocab_size={TINY_VOCAB}",
-            f"data.seq_len={TINY_SEQ_LEN}", f"cache_dir={root / 'cache'}"]  # fmt: skip
+    return local_corpus(tmp_path_factory.mktemp("resume"))
 
 
 def env(pause: str | None = None) -> dict:

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import TINY_SEQ_LEN, TINY_VOCAB, tiny_cfg, write_tiny_corpus
+from conftest import TINY_VOCAB, local_corpus
 
 from arches.config import compose
 from arches.errors import UserError
@@ -46,14 +46,10 @@ def runs(tmp_path_factory) -> dict:
     step-2 training checkpoint (status failed, resumable)."""
     import lightning as L
 
-    from arches.data import prepare
     from arches.train import train
 
     root = tmp_path_factory.mktemp("safe")
-    write_tiny_corpus(root / "corpus")
-    prepare(tiny_cfg(root / "cache", [root / "corpus"]))
-    base = ["data=local", f"data.paths=[{root / 'corpus'}]", f"data.vocab_size={TINY_VOCAB}",
-            f"data.seq_len={TINY_SEQ_LEN}", f"cache_dir={root / 'cache'}", f"results_dir={root / 'results'}",
+    base = [*local_corpus(root), f"results_dir={root / 'results'}",
             "size=debug", "train.micro_batch_size=4", "train.checkpoint_interval=2", "train.val_interval=2"]  # fmt: skip
 
     class CrashAtStep3(L.Callback):

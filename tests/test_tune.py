@@ -18,7 +18,7 @@ from pathlib import Path
 import optuna
 import pytest
 import yaml
-from conftest import write_tiny_corpus
+from conftest import local_corpus
 from optuna.trial import TrialState
 
 from arches.config import compose, sweeps_dir
@@ -40,19 +40,7 @@ optuna.logging.set_verbosity(optuna.logging.ERROR)
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory):
     """The tiny local corpus, prepared once into a shared cache (workers only read it)."""
-    from arches.data import prepare
-
-    root = tmp_path_factory.mktemp("tune_corpus")
-    write_tiny_corpus(root / "corpus")
-    overrides = [
-        "data=local",
-        f"data.paths=[{root / 'corpus'}]",
-        "data.vocab_size=512",
-        "data.seq_len=32",
-        f"cache_dir={root / 'cache'}",
-    ]
-    prepare(compose(overrides))
-    return overrides
+    return local_corpus(tmp_path_factory.mktemp("tune_corpus"))
 
 
 def study_overrides(corpus, tmp_path, *extra: str) -> list[str]:
