@@ -70,8 +70,8 @@ def plan(overrides: list[str]) -> tuple[DictConfig, list[PlannedRun], list[str]]
     tuned = tuned_studies(cfg)
     runs = []
     for variant, variant_overrides in experiment.variants.items():
-        preset = compose([*common, *variant_overrides, *user]).arch.name
-        study = tuned.get(preset)
+        # only a tuned comparison needs each variant's preset (one compose per variant)
+        study = tuned.get(compose([*common, *variant_overrides, *user]).arch.name) if tuned else None
         tuning = [] if study is None else [
             *study["overrides"], f"tuned_study={study['study']}", f"tuned_trials={study['n_trials']}"
         ]
