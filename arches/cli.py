@@ -26,6 +26,8 @@ commands:
   import-hf <model> [--preset P] [results_dir=...] [run_name=...]
                                a transformers checkpoint (folder or hub name) as a run folder
   export-hf <run folder> <out> a run as a transformers checkpoint folder (from_pretrained loads it)
+  bench [--quick] [arch=a,b] [size=S] [bench.*]
+                               training tokens/s, MFU and memory against transformers; scoring requests/s
 """
 
 
@@ -97,9 +99,14 @@ def _dispatch(argv: list[str]) -> int:
 
         export_command(rest)
         return 0
+    if command == "bench":
+        from harness.bench import bench_command
+
+        bench_command(rest)
+        return 0
     from arches.errors import unknown
 
-    raise unknown("command", command, ["data", "list", "train", "tune", "eval", "lm-eval", "compare", "report", "import-hf", "export-hf"])
+    raise unknown("command", command, ["data", "list", "train", "tune", "eval", "lm-eval", "compare", "report", "import-hf", "export-hf", "bench"])
 
 
 def _one_line(text: str) -> str:
