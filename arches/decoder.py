@@ -27,8 +27,9 @@ from arches.core.flops import (
     prefix_mean_context,
 )
 from arches.core.noise import batch_rng, pad_labels, pad_stack, random_spans_noise_mask, span_corrupt, span_counts
+from arches.core.positions import document_position_ids
 from arches.core.scoring import BaseScorer, GreedyStops, TokenPair, check_options, choose_format, pad_rows, score_positions, sum_by_request
-from arches.core.stack import IGNORE_INDEX, init_weights, lm_loss
+from arches.core.stack import IGNORE_INDEX, init_weights
 from arches.errors import UserError
 from arches.tokenizer import Specials
 
@@ -45,26 +46,21 @@ class DecoderLM(nn.Module):
         self.head = LMHead(cfg, self.body.embed)
         init_weights(self, cfg)
 
-    def attention_mask(self, batch: dict[str, torch.Tensor], length: int) -> tuple[torch.Tensor | None, bool]:
+    def attention_mask(self, batch: dict[str, torch.Tensor]) -> masks.AttentionMask:
         """The causal mask (or the prefix mask for the non-causal decoder), with document
-        boundaries when the batch carries them. A plain causal batch keeps SDPA's fast path."""
-        device = batch["input_ids"].device
-        if self.non_causal_prefix and "prefix_len" in batch:
-            base = masks.prefix(length, batch["prefix_len"])
-        else:
-            base = masks.causal(length, device)
-        extra = masks.documents(batch["doc_ids"]) if "doc_ids" in batch else None
-        if extra is None and base.dim() == 2:
-            return None, True
-        return masks.combine(base, extra), False
+        boundaries and padding when the batch carries them. A plain causal batch keeps
+        SDPA's fast path."""
+        prefix_len = batch["prefix_len"] if self.non_causal_prefix and "prefix_len" in batch else None
+        return masks.AttentionMask(causal=True, prefix_len=prefix_len, doc_ids=batch.get("doc_ids"), is_real=batch.get("is_real"))
 
-    def forward(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def forward(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor | None, torch.Tensor | None]:
         tokens = batch["input_ids"]  # (B, T)
-        mask, is_causal = self.attention_mask(batch, tokens.shape[1])
-        hidden = self.body(tokens, mask=mask, is_causal=is_causal, position_ids=batch.get("position_ids"))
-        logits = self.head(hidden)  # (B, T, V)
-        loss = lm_loss(logits, batch["labels"]) if "labels" in batch else None
-        return logits, loss
+        hidden = self.body(tokens, mask=self.attention_mask(batch), position_ids=batch.get("position_ids"))
+        if "labels" not in batch:
+            return self.head(hidden), None  # (B, T, V)
+        # the prefix objectives (prefix LM, concatenated span corruption) leave the prefix
+        # unlabelled: only the labelled positions go through the head
+        return self.head.logits_and_loss(hidden, batch["labels"], labelled_only="prefix_len" in batch)
 
 
 def check_arch(arch: dict) -> None:
@@ -97,7 +93,10 @@ def collate(
         tokens = torch.stack([w["tokens"] for w in windows])  # (B, T)
         batch = {"input_ids": tokens[:, :-1], "labels": tokens[:, 1:].clone()}
         if with_documents:
+            # packing: each document sees only itself and counts its positions from 0, so a
+            # packed window computes what its documents would alone (tests/test_speed_paths.py)
             batch["doc_ids"] = torch.stack([w["doc_ids"] for w in windows])[:, :-1]
+            batch["position_ids"] = document_position_ids(batch["doc_ids"])
         return batch
 
     def prefix_lm(windows: list[dict]) -> dict:
@@ -175,8 +174,7 @@ class DecoderScorer(BaseScorer):
         if self.format != "prefix_lm":
             return {"mask": None, "is_causal": True}
         batch = {"input_ids": tokens, "prefix_len": torch.tensor(context_lens, device=tokens.device)}
-        mask, is_causal = self.model.attention_mask(batch, tokens.shape[1])
-        return {"mask": mask, "is_causal": is_causal}
+        return {"mask": self.model.attention_mask(batch)}
 
     def score_batch(self, requests: list[TokenPair]) -> list[tuple[float, bool]]:
         rows, context_lens, owners, positions, targets = [], [], [], [], []

@@ -13,6 +13,7 @@ from torch import nn
 from arches.core import FamilySpec, LMHead, ModelConfig, Transformer, masks
 from arches.core.flops import TRAINING_MULTIPLIER, head_flops, layer_forward_flops
 from arches.core.noise import batch_rng
+from arches.core.positions import document_position_ids
 from arches.core.scoring import (
     BaseScorer,
     TokenPair,
@@ -26,7 +27,7 @@ from arches.core.scoring import (
     word_byte_tables,
     word_ends,
 )
-from arches.core.stack import IGNORE_INDEX, init_weights, lm_loss
+from arches.core.stack import IGNORE_INDEX, init_weights
 from arches.errors import UserError
 from arches.tokenizer import SPECIAL_TOKENS, Specials
 
@@ -41,16 +42,14 @@ class EncoderMLM(nn.Module):
         self.head = LMHead(cfg, self.body.embed)
         init_weights(self, cfg)
 
-    def forward(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def forward(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor | None, torch.Tensor | None]:
         tokens = batch["input_ids"]  # (B, T)
-        mask = masks.combine(
-            masks.padding(batch["is_real"]) if "is_real" in batch else None,
-            masks.documents(batch["doc_ids"]) if "doc_ids" in batch else None,
-        )
+        mask = masks.AttentionMask(doc_ids=batch.get("doc_ids"), is_real=batch.get("is_real"))
         hidden = self.body(tokens, mask=mask, position_ids=batch.get("position_ids"))
-        logits = self.head(hidden)  # (B, T, V)
-        loss = lm_loss(logits, batch["labels"]) if "labels" in batch else None
-        return logits, loss
+        if "labels" not in batch:
+            return self.head(hidden), None  # (B, T, V)
+        # only the ~15% chosen positions go through the MLM head: logits (N, V) for them
+        return self.head.logits_and_loss(hidden, batch["labels"], labelled_only=True)
 
 
 def check_arch(arch: dict) -> None:
@@ -103,7 +102,9 @@ def collate(arch: dict, specials: Specials, seq_len: int, seed: int = 0, vocab_s
             labels.append(torch.from_numpy(label))
         batch = {"input_ids": torch.stack(inputs), "labels": torch.stack(labels)}
         if with_documents:
+            # packing: each document sees only itself and counts its positions from 0
             batch["doc_ids"] = torch.stack([w["doc_ids"] for w in windows])
+            batch["position_ids"] = document_position_ids(batch["doc_ids"])
         return batch
 
     return masked_lm
@@ -168,7 +169,7 @@ class EncoderScorer(BaseScorer):
         with torch.inference_mode():
             for chunk in batches([len(row) for row, _, _ in copies], batch_size):
                 tokens, is_real = pad_rows([copies[i][0] for i in chunk], self.specials.pad, self.device)
-                hidden = self.model.body(tokens, mask=masks.padding(is_real))  # (B, T, D)
+                hidden = self.model.body(tokens, mask=masks.AttentionMask(is_real=is_real))  # (B, T, D)
                 chunk_logprobs, chunk_greedy = score_positions(
                     self.model.head, hidden, list(range(len(chunk))), [copies[i][1] for i in chunk], [copies[i][2] for i in chunk]
                 )

@@ -26,7 +26,7 @@ from arches.core.attention import KVCache
 from arches.core.flops import TRAINING_MULTIPLIER, causal_mean_context, head_flops, layer_forward_flops, memory_kv_flops
 from arches.core.noise import batch_rng, pad_labels, pad_stack, random_spans_noise_mask, span_corrupt, span_counts
 from arches.core.scoring import BaseScorer, GreedyStops, TokenPair, check_options, choose_format, pad_rows, score_positions, sum_by_request
-from arches.core.stack import init_weights, lm_loss
+from arches.core.stack import init_weights
 from arches.errors import UserError
 from arches.tokenizer import Specials
 
@@ -44,22 +44,23 @@ class EncoderDecoderLM(nn.Module):
 
     def encode(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor | None]:
         """The encoder's states and the padding mask the decoder's cross-attention uses."""
-        padding = masks.padding(batch["is_real"]) if "is_real" in batch else None
-        return self.encoder(batch["input_ids"], mask=padding), padding
+        is_real = batch.get("is_real")
+        padding = masks.padding(is_real) if is_real is not None else None
+        return self.encoder(batch["input_ids"], mask=masks.AttentionMask(is_real=is_real)), padding
 
     def decode(
         self, batch: dict[str, torch.Tensor], memory: torch.Tensor, memory_mask: torch.Tensor | None, cache=None
     ) -> torch.Tensor:
-        hidden = self.decoder(
-            batch["decoder_input_ids"], is_causal=True, memory=memory, memory_mask=memory_mask, cache=cache
-        )
-        return self.head(hidden)
+        """The decoder's final hidden states (B, T_dec, D)."""
+        return self.decoder(batch["decoder_input_ids"], is_causal=True, memory=memory, memory_mask=memory_mask, cache=cache)
 
-    def forward(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def forward(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor | None, torch.Tensor | None]:
         memory, memory_mask = self.encode(batch)
-        logits = self.decode(batch, memory, memory_mask)  # (B, T_dec, V)
-        loss = lm_loss(logits, batch["labels"]) if "labels" in batch else None
-        return logits, loss
+        hidden = self.decode(batch, memory, memory_mask)
+        if "labels" not in batch:
+            return self.head(hidden), None  # (B, T_dec, V)
+        # targets are labelled but for their padding: every position takes the head
+        return self.head.logits_and_loss(hidden, batch["labels"])
 
 
 def check_arch(arch: dict) -> None:

@@ -28,7 +28,7 @@ from arches.core.attention import KVCache
 from arches.core.flops import TRAINING_MULTIPLIER, head_flops, layer_forward_flops, prefix_mean_context
 from arches.core.noise import batch_rng, pad_labels, pad_stack
 from arches.core.scoring import BaseScorer, GreedyStops, TokenPair, check_options, choose_format, pad_rows, score_positions, sum_by_request
-from arches.core.stack import IGNORE_INDEX, init_weights, lm_loss
+from arches.core.stack import IGNORE_INDEX, init_weights
 from arches.errors import UserError
 from arches.tokenizer import Specials
 
@@ -43,18 +43,21 @@ class GLM(nn.Module):
         self.head = LMHead(cfg, self.body.embed)
         init_weights(self, cfg)
 
-    def forward(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def forward(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor | None, torch.Tensor | None]:
         tokens = batch["input_ids"]  # (B, T_A + T_B)
-        mask = masks.combine(
-            masks.glm(tokens.shape[1], batch["part_a_len"]),
-            masks.padding(batch["is_real"]) if "is_real" in batch else None,
-        )
         hidden = self.body(
-            tokens, mask=mask, position_ids=batch["position_ids"], block_position_ids=batch["block_position_ids"]
-        )
-        logits = self.head(hidden)
-        loss = lm_loss(logits, batch["labels"]) if "labels" in batch else None
-        return logits, loss
+            tokens, mask=two_part_mask(batch["part_a_len"], batch.get("is_real")),
+            position_ids=batch["position_ids"], block_position_ids=batch["block_position_ids"],
+        )  # fmt: skip
+        if "labels" not in batch:
+            return self.head(hidden), None  # (B, T, V)
+        # only Part B is labelled: only its positions go through the head, logits (N, V)
+        return self.head.logits_and_loss(hidden, batch["labels"], labelled_only=True)
+
+
+def two_part_mask(part_a_len: torch.Tensor, is_real: torch.Tensor | None = None) -> masks.AttentionMask:
+    """GLM's mask (`masks.glm`: the prefix mask with Part A as the prefix) with padding."""
+    return masks.AttentionMask(causal=True, prefix_len=part_a_len, is_real=is_real)
 
 
 @dataclass
@@ -222,8 +225,9 @@ class GLMScorer(BaseScorer):
         position_ids, _ = pad_rows(position_rows, 0, self.device)
         block_position_ids, _ = pad_rows(block_rows, 0, self.device)
         part_a_len = torch.tensor(part_a_lens, device=self.device)
-        mask = masks.combine(masks.glm(tokens.shape[1], part_a_len), masks.padding(is_real))
-        hidden = self.model.body(tokens, mask=mask, position_ids=position_ids, block_position_ids=block_position_ids)
+        hidden = self.model.body(
+            tokens, mask=two_part_mask(part_a_len, is_real), position_ids=position_ids, block_position_ids=block_position_ids
+        )
         logprobs, greedy = score_positions(self.model.head, hidden, owners, positions, targets)
         return sum_by_request(owners, logprobs, greedy, len(requests))
 

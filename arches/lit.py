@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from arches.core.stack import IGNORE_INDEX
-from arches.errors import RunFailure
+from arches.errors import RunFailure, UserError
 
 
 def warmup_cosine(step: int, total_steps: int, warmup_steps: int, min_ratio: float) -> float:
@@ -22,6 +22,31 @@ def warmup_cosine(step: int, total_steps: int, warmup_steps: int, min_ratio: flo
         return (step + 1) / warmup_steps
     progress = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
     return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+def fused_adamw(setting, device: torch.device) -> bool:
+    """train.fused_adamw: `auto` fuses on a GPU only (one kernel for the whole update
+    instead of a loop of foreach ops: torch.optim.AdamW's `fused`), so a CPU run keeps
+    the foreach update it has always had; true fuses on a CPU too (torch >= 2.4)."""
+    if not (setting == "auto" or isinstance(setting, bool)):
+        raise UserError(f"train.fused_adamw={setting!r} is not valid; choose one of: auto, true, false")
+    return device.type == "cuda" if setting == "auto" else bool(setting)
+
+
+def adamw(model: nn.Module, cfg: dict, fused: bool) -> torch.optim.AdamW:
+    """AdamW with no weight decay on biases, norms and embeddings (the usual GPT/nanoGPT grouping)."""
+    decay, no_decay = [], []
+    for name, parameter in model.named_parameters():
+        if not parameter.requires_grad:
+            continue
+        (decay if parameter.dim() >= 2 and "embed" not in name else no_decay).append(parameter)
+    return torch.optim.AdamW(
+        [{"params": decay, "weight_decay": cfg["weight_decay"]}, {"params": no_decay, "weight_decay": 0.0}],
+        lr=cfg["lr"],
+        betas=tuple(cfg["betas"]),
+        eps=cfg["eps"],
+        fused=fused,
+    )
 
 
 class LitArches(L.LightningModule):
@@ -177,20 +202,8 @@ class LitArches(L.LightningModule):
 
     def configure_optimizers(self):
         cfg = self.train_cfg
-        # no weight decay on biases, norms and embeddings (the usual GPT/nanoGPT grouping)
-        decay, no_decay = [], []
-        for name, parameter in self.model.named_parameters():
-            if not parameter.requires_grad:
-                continue
-            (decay if parameter.dim() >= 2 and "embed" not in name else no_decay).append(parameter)
-        fused = torch.cuda.is_available()
-        optimizer = torch.optim.AdamW(
-            [{"params": decay, "weight_decay": cfg["weight_decay"]}, {"params": no_decay, "weight_decay": 0.0}],
-            lr=cfg["lr"],
-            betas=tuple(cfg["betas"]),
-            eps=cfg["eps"],
-            fused=fused,
-        )
+        device = next(self.model.parameters()).device  # Lightning has moved the model by now
+        optimizer = adamw(self.model, cfg, fused_adamw(cfg.get("fused_adamw", "auto"), device))
         warmup_steps = max(1, round(cfg["warmup_fraction"] * self.total_steps))
         scheduler = torch.optim.lr_scheduler.LambdaLR(
             optimizer, lambda step: warmup_cosine(step, self.total_steps, warmup_steps, cfg["min_lr_ratio"])

@@ -58,6 +58,9 @@ FREE_KEYS = (
     "results_dir", "cache_dir", "run_name", "resume", "run", "eval", "tune", "experiment", "quick", "hydra",
     "data.num_workers", "train.checkpoint_interval", "train.keep_checkpoints", "train.log_interval",
     "trainer.accelerator",
+    # how the model computes, not what (arches.core.config.SpeedConfig): a run may resume with other choices
+    "trainer.compile", "train.attention_backend", "train.loss_chunk_size", "train.activation_checkpointing",
+    "train.fused_adamw", "train.tf32",
 )  # fmt: skip
 GPU_DETERMINISM_NOTE = (
     "CUDA kernels (SDPA/flash attention, atomic adds in backward, cuBLAS split-K) are not bit-deterministic: "
@@ -113,6 +116,15 @@ def _positive(cfg: DictConfig, key: str, default: int) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise UserError(f"train.{key}={value} must be a positive integer, e.g. train.{key}={default}")
     return value
+
+
+def compile_wanted(setting, gpu: bool) -> bool:
+    """trainer.compile: `auto` compiles the model (torch.compile, inductor) on a GPU
+    only, where it pays; on a CPU the first steps would spend longer compiling than
+    a small run trains. true/false force it."""
+    if not (setting == "auto" or isinstance(setting, bool)):
+        raise UserError(f"trainer.compile={setting!r} is not valid; choose one of: auto, true, false")
+    return gpu if setting == "auto" else setting
 
 
 def _resume_mode(cfg: DictConfig) -> str:
@@ -452,6 +464,7 @@ def train(cfg: DictConfig, callbacks: list | None = None) -> dict:
     counts = parameter_counts(model)
     flops_per_token = spec.flops_per_token(model_cfg, arch, seq_len)
     gpu = torch.cuda.is_available() and cfg.trainer.accelerator in ("auto", "gpu", "cuda")
+    _speed(cfg, model_cfg, model, gpu)  # checked before any folder exists
 
     ckpt_path = state["checkpoint"]
     try:
@@ -581,6 +594,34 @@ def train(cfg: DictConfig, callbacks: list | None = None) -> dict:
     # the weights are saved and the run recorded: the training checkpoints have done their job
     shutil.rmtree(run_dir / CHECKPOINT_DIR / LIGHTNING_DIR, ignore_errors=True)
     return record
+
+
+def _speed(cfg: DictConfig, model_cfg, model, gpu: bool):
+    """Checks and applies the speed settings (arches.core.config.SpeedConfig, trainer.compile,
+    train.fused_adamw, train.tf32) to the built model; returns the SpeedConfig."""
+    import torch
+
+    from arches.core.config import SpeedConfig
+    from arches.core.stack import apply_speed
+    from arches.lit import fused_adamw
+
+    speed = SpeedConfig.from_train(cfg.train)
+    speed.check(model_cfg, training_on_cpu=not gpu)
+    fused_adamw(cfg.train.get("fused_adamw", "auto"), torch.device("cuda" if gpu else "cpu"))  # validates
+    compiled = compile_wanted(cfg.trainer.get("compile", "auto"), gpu)
+    tf32 = cfg.train.get("tf32", True)
+    if not isinstance(tf32, bool):
+        raise UserError(f"train.tf32={tf32!r} must be true or false")
+    apply_speed(model, speed)
+    if gpu and tf32:
+        # float32 matmuls (those outside bf16 autocast) on TF32 tensor cores: the
+        # torch.set_float32_matmul_precision docs' "high"
+        torch.set_float32_matmul_precision("high")
+    if compiled:
+        # nn.Module.compile compiles in place: the state_dict keeps its keys (no `_orig_mod.`),
+        # so checkpoints load into a compiled or an eager model alike
+        model.compile()
+    return speed
 
 
 def _record_start(run_dir: Path, cfg: DictConfig, arch: dict, spec, prepared, counts: dict, flops_per_token: float,

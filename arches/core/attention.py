@@ -1,9 +1,12 @@
 """Multi-head (grouped/multi-query) attention through `scaled_dot_product_attention`,
-so the flash and memory-efficient kernels apply when no dense bias is needed."""
+so the flash and memory-efficient kernels apply when no dense bias is needed, or
+through FlexAttention when the stack hands it a block mask (`arches.core.masks.AttentionMask`)."""
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -42,6 +45,35 @@ class AttentionInputs:
     rope_keys: tuple[torch.Tensor, torch.Tensor] | None = None  # for the new keys; = rope if None
     bias: torch.Tensor | None = None  # additive (B, H, T, S), e.g. ALiBi
     cache: KVCache | None = None
+    block_mask: Any = None  # a FlexAttention BlockMask: attention runs through flex_attention instead of SDPA
+
+
+def flex_available() -> bool:
+    """FlexAttention ships with torch >= 2.5."""
+    try:
+        import torch.nn.attention.flex_attention  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+@functools.lru_cache(maxsize=1)
+def _compiled_flex_attention():
+    # The FlexAttention docs: flex_attention is fast only under torch.compile, which
+    # generates one fused kernel from the mask; called eagerly it runs an unfused reference.
+    from torch.nn.attention.flex_attention import flex_attention
+
+    return torch.compile(flex_attention)
+
+
+def flex_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, block_mask: Any) -> torch.Tensor:
+    """flex_attention, compiled on a GPU (inlined when the whole model is being compiled);
+    eager elsewhere, which is correct but slow (and, in torch 2.13, forward-only on a CPU)."""
+    from torch.nn.attention.flex_attention import flex_attention as eager
+
+    if q.device.type == "cuda" and not torch.compiler.is_compiling():
+        return _compiled_flex_attention()(q, k, v, block_mask=block_mask)
+    return eager(q, k, v, block_mask=block_mask)
 
 
 class Attention(nn.Module):
@@ -69,6 +101,9 @@ class Attention(nn.Module):
         if self.n_kv_heads != self.n_heads:  # grouped / multi-query: share each kv head
             repeat = self.n_heads // self.n_kv_heads
             k, v = k.repeat_interleave(repeat, dim=1), v.repeat_interleave(repeat, dim=1)
+        if inputs.block_mask is not None and not self.cross:  # the mask and any padding are in the block mask
+            out = flex_attention(q, k, v, inputs.block_mask)  # (B, H, T, hd)
+            return self.out_proj(out.transpose(1, 2).reshape(batch, length, self.n_heads * self.head_dim))
         mask = inputs.mask
         if inputs.bias is not None:
             bias = inputs.bias.to(q.dtype)

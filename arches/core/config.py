@@ -118,3 +118,73 @@ class ModelConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+
+ATTENTION_BACKENDS = ("auto", "sdpa", "flex")
+# positions that add a dense bias inside attention: they stay on SDPA (see SpeedConfig)
+BIASED_POSITIONS = ("alibi", "t5_relative")
+
+
+@dataclass(frozen=True)
+class SpeedConfig:
+    """How a model computes, never what: every choice gives the plain path's loss and
+    gradients to float tolerance (tests/test_speed_paths.py). Not part of a model's
+    identity: a checkpoint trained one way is evaluated or resumed another.
+
+    - `attention_backend`: `sdpa` builds dense boolean masks for
+      `scaled_dot_product_attention`; `flex` runs every structured self-attention mask
+      (prefix LM, GLM's two parts, packed documents, padding) through FlexAttention with
+      a block mask, which skips fully masked blocks and keeps a fused kernel where a
+      dense mask forces SDPA off flash attention; `auto` is flex on a GPU for those
+      masks, sdpa otherwise. A plain causal mask always takes SDPA's causal (flash)
+      kernel, and cross-attention and cached decoding always SDPA. Positions that add a
+      bias inside attention (ALiBi, T5's relative buckets) stay on SDPA with the dense
+      bias, which its memory-efficient kernel accepts; `flex` refuses them.
+    - `loss_chunk_size`: positions per chunk of the head and cross-entropy, so the
+      float32 logits of the whole batch never exist at once (null: in one piece).
+    - `activation_checkpointing`: recompute each block in the backward pass instead of
+      storing its activations (torch.utils.checkpoint; Chen et al. 2016).
+    """
+
+    attention_backend: str = "auto"
+    loss_chunk_size: int | None = None
+    activation_checkpointing: bool = False
+
+    def __post_init__(self) -> None:
+        if self.attention_backend not in ATTENTION_BACKENDS:
+            raise UserError(
+                f"train.attention_backend={self.attention_backend!r} is not valid; choose one of: "
+                f"{', '.join(ATTENTION_BACKENDS)}.{closest(str(self.attention_backend), ATTENTION_BACKENDS)}"
+            )
+        chunk = self.loss_chunk_size
+        if chunk is not None and (isinstance(chunk, bool) or not isinstance(chunk, int) or chunk < 1):
+            raise UserError(f"train.loss_chunk_size={chunk!r} must be a positive number of positions (e.g. 4096) or null")
+        if not isinstance(self.activation_checkpointing, bool):
+            raise UserError(f"train.activation_checkpointing={self.activation_checkpointing!r} must be true or false")
+
+    @classmethod
+    def from_train(cls, train: Any) -> SpeedConfig:
+        """The speed keys of a `train` config section (missing keys take the defaults)."""
+        fields = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{key: train[key] for key in fields if key in train})
+
+    def check(self, cfg: ModelConfig, training_on_cpu: bool = False) -> None:
+        """Refuse a forced `flex` that this torch, model or device cannot run."""
+        if self.attention_backend != "flex":
+            return
+        from arches.core.attention import flex_available
+
+        if not flex_available():
+            raise UserError("train.attention_backend=flex needs torch >= 2.5 (FlexAttention); use sdpa or auto")
+        if cfg.position in BIASED_POSITIONS:
+            raise UserError(
+                f"train.attention_backend=flex does not carry model.position={cfg.position}'s attention bias; "
+                f"use auto (flex where it applies, sdpa with the dense bias here) or sdpa"
+            )
+        if cfg.dropout > 0:
+            raise UserError(f"train.attention_backend=flex has no attention dropout (model.dropout={cfg.dropout}); use auto or sdpa")
+        if training_on_cpu:
+            raise UserError(
+                "train.attention_backend=flex cannot train on a CPU: FlexAttention has no CPU backward pass; "
+                "use auto (sdpa on a CPU) or train on a GPU"
+            )

@@ -6,6 +6,9 @@ means "query i may attend to key j". Shapes broadcast to (B, 1, T, S).
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
+
 import torch
 
 
@@ -62,3 +65,85 @@ def with_self(mask: torch.Tensor) -> torch.Tensor:
     if mask.shape[-2] != length:
         return mask
     return mask | torch.eye(length, dtype=torch.bool, device=mask.device)
+
+
+@dataclass
+class AttentionMask:
+    """A self-attention mask described by its parts rather than as a T x T tensor, so it
+    can become either the dense boolean mask SDPA takes (`dense`) or a FlexAttention
+    block mask (`block_mask`) that skips whole blocks and is never materialized per
+    head (Dong et al. 2024, "Flex Attention: A Programming Model for Generating
+    Optimized Attention Kernels"; torch.nn.attention.flex_attention).
+
+    Parts, ANDed: `causal` (with `prefix_len`: bidirectional over each row's first
+    `prefix_len[b]` keys, the non-causal decoder and GLM's Part A), `doc_ids` (packed
+    documents, (B, T)) and `is_real` (padding keys, (B, S)). Every query also sees
+    itself (`with_self`), in both forms."""
+
+    causal: bool = False
+    prefix_len: torch.Tensor | None = None  # (B,)
+    doc_ids: torch.Tensor | None = None  # (B, T)
+    is_real: torch.Tensor | None = None  # (B, S)
+
+    def __post_init__(self) -> None:
+        if self.prefix_len is not None and not self.causal:
+            raise ValueError("a prefix mask is causal after the prefix: pass causal=True with prefix_len")
+
+    @property
+    def is_plain_causal(self) -> bool:
+        """Nothing but causal: SDPA's own causal kernel (flash) serves it best."""
+        return self.causal and self.prefix_len is None and self.doc_ids is None and self.is_real is None
+
+    @property
+    def is_empty(self) -> bool:
+        """Nothing masked at all (bidirectional, unpadded): no mask is needed."""
+        return not self.causal and self.doc_ids is None and self.is_real is None
+
+    def dense(self, length: int, device: torch.device | None = None) -> torch.Tensor | None:
+        """The boolean mask, (B|1, 1, T, T) or (T, T), from the functions above (None if empty)."""
+        if self.prefix_len is not None:
+            base = prefix(length, self.prefix_len)
+        else:
+            base = causal(length, device) if self.causal else None
+        return combine(
+            base,
+            documents(self.doc_ids) if self.doc_ids is not None else None,
+            padding(self.is_real) if self.is_real is not None else None,
+        )
+
+    def mask_mod(self) -> Callable:
+        """The same mask as a FlexAttention `mask_mod(b, h, q_idx, kv_idx) -> bool`."""
+        from torch.nn.attention.flex_attention import and_masks, or_masks
+
+        prefix_len, doc_ids, is_real = self.prefix_len, self.doc_ids, self.is_real
+
+        def causal_mod(b, h, q_idx, kv_idx):
+            return kv_idx <= q_idx
+
+        def prefix_mod(b, h, q_idx, kv_idx):
+            return kv_idx < prefix_len[b]
+
+        def document_mod(b, h, q_idx, kv_idx):
+            return doc_ids[b, q_idx] == doc_ids[b, kv_idx]
+
+        def padding_mod(b, h, q_idx, kv_idx):
+            return is_real[b, kv_idx]
+
+        def self_mod(b, h, q_idx, kv_idx):
+            return q_idx == kv_idx
+
+        parts = []
+        if self.causal:
+            parts.append(or_masks(causal_mod, prefix_mod) if prefix_len is not None else causal_mod)
+        if doc_ids is not None:
+            parts.append(document_mod)
+        if is_real is not None:
+            parts.append(padding_mod)
+        return or_masks(and_masks(*parts), self_mod)
+
+    def block_mask(self, batch: int, length: int, device: torch.device):
+        """A FlexAttention BlockMask for (batch, any head, length, length); built once per
+        forward and shared by every layer, as the FlexAttention docs advise."""
+        from torch.nn.attention.flex_attention import create_block_mask
+
+        return create_block_mask(self.mask_mod(), batch, None, length, length, device=device)

@@ -90,3 +90,15 @@ class RelativePositionBias(nn.Module):
         relative = key_positions[:, None, :] - query_positions[:, :, None]  # (B, T, S)
         bucket = t5_relative_buckets(relative, self.bidirectional, self.buckets, self.max_distance)
         return self.table(bucket).permute(0, 3, 1, 2)  # (B, H, T, S)
+
+
+def document_position_ids(doc_ids: torch.Tensor) -> torch.Tensor:
+    """Positions that restart at 0 where each packed document starts: (B, T) document
+    numbers, non-decreasing along a row -> (B, T) positions. With the document mask this
+    makes a packed window compute what its documents would alone (learned absolute
+    positions would otherwise see a later document at an offset it never has alone)."""
+    index = torch.arange(doc_ids.shape[-1], device=doc_ids.device).expand_as(doc_ids)
+    starts = torch.ones_like(doc_ids, dtype=torch.bool)
+    starts[..., 1:] = doc_ids[..., 1:] != doc_ids[..., :-1]
+    start_index = torch.cummax(torch.where(starts, index, 0), dim=-1).values  # each position's document start
+    return index - start_index

@@ -11,11 +11,12 @@ import math
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 from arches.core import masks
-from arches.core.attention import AttentionInputs, KVCache
+from arches.core.attention import AttentionInputs, KVCache, flex_available
 from arches.core.block import Block, make_norm
-from arches.core.config import ModelConfig
+from arches.core.config import BIASED_POSITIONS, ModelConfig, SpeedConfig
 from arches.core.positions import RelativePositionBias, alibi_bias, alibi_slopes, rope_cos_sin
 from arches.errors import UserError
 
@@ -42,7 +43,9 @@ class Embeddings(nn.Module):
     ) -> torch.Tensor:
         x = self.tokens(tokens)  # (B, T, D)
         if self.positions is not None:
-            if int(position_ids.max()) >= self.max_len:
+            # the check reads a number off the device: skipped inside torch.compile, where it
+            # would break the graph (training windows are checked against max_len up front)
+            if not torch.compiler.is_compiling() and int(position_ids.max()) >= self.max_len:
                 raise UserError(
                     f"position {int(position_ids.max())} is past the model's max_len={self.max_len}; "
                     f"use shorter inputs or a size with a larger max_len"
@@ -62,7 +65,15 @@ class Transformer(nn.Module):
     attends to `memory` (T5's decoder); `embeddings` may be shared (T5 shares them).
     `bidirectional_buckets` (t5_relative only): whether keys after the query get
     distance buckets of their own, as in T5's encoder, or share the query's, as in its
-    decoder, which never attends to them."""
+    decoder, which never attends to them.
+
+    `mask` is a boolean tensor, or an `AttentionMask` (its parts), which the stack turns
+    into a FlexAttention block mask or a dense mask as `attention_backend` says (see
+    `SpeedConfig`); `activation_checkpointing` recomputes each block in the backward pass.
+    Both are set by `apply_speed` and change no result beyond float rounding."""
+
+    attention_backend: str = "auto"
+    activation_checkpointing: bool = False
 
     def __init__(
         self,
@@ -98,6 +109,17 @@ class Transformer(nn.Module):
     ) -> torch.Tensor:
         batch, length = tokens.shape
         offset = cache.length if cache is not None else 0
+        block_mask = None
+        if isinstance(mask, masks.AttentionMask):
+            parts, mask = mask, None
+            if offset and parts.causal:
+                raise ValueError("an AttentionMask describes a fresh pass; with cached keys pass a boolean mask")
+            if self.uses_flex(parts, tokens.device, cache):
+                block_mask = parts.block_mask(batch, length, tokens.device)
+            elif parts.is_plain_causal:
+                is_causal = True
+            else:
+                mask = parts.dense(length, tokens.device)
         default_positions = torch.arange(offset, offset + length, device=tokens.device).expand(batch, length)
         if position_ids is None:
             position_ids = default_positions
@@ -108,7 +130,7 @@ class Transformer(nn.Module):
             is_causal = False
         if mask is not None:
             mask = masks.with_self(mask)
-        inputs = AttentionInputs(mask=mask, is_causal=is_causal, cache=cache)
+        inputs = AttentionInputs(mask=mask, is_causal=is_causal, cache=cache, block_mask=block_mask)
         if self.cfg.position == "rope":
             inputs.rope = rope_cos_sin(position_ids, self.cfg.rotary_dim, self.cfg.rope_base)
         elif self.cfg.position in ("alibi", "t5_relative"):
@@ -121,9 +143,25 @@ class Transformer(nn.Module):
                 inputs.bias = self.relative_bias(position_ids, key_positions)
         memory_inputs = AttentionInputs(mask=memory_mask) if memory is not None else None
         x = self.embed(tokens, position_ids, block_position_ids)
+        recompute = self.activation_checkpointing and self.training and torch.is_grad_enabled()
         for block in self.blocks:
-            x = block(x, inputs, memory, memory_inputs)
+            if recompute:
+                # non-reentrant checkpointing (the PyTorch docs' recommendation): keyword-free
+                # inputs of any type, and the RNG state is replayed so dropout matches
+                x = checkpoint(block, x, inputs, memory, memory_inputs, use_reentrant=False)
+            else:
+                x = block(x, inputs, memory, memory_inputs)
         return self.final_norm(x)
+
+    def uses_flex(self, parts: masks.AttentionMask, device: torch.device, cache: KVCache | None) -> bool:
+        """Whether this pass runs its self-attention through FlexAttention (see SpeedConfig)."""
+        if self.attention_backend == "sdpa" or cache is not None or parts.is_plain_causal or parts.is_empty:
+            return False
+        if self.cfg.position in BIASED_POSITIONS or (self.training and self.cfg.dropout > 0):
+            return False
+        if self.attention_backend == "flex":
+            return True
+        return device.type == "cuda" and flex_available()
 
 
 class HeadTransform(nn.Module):
@@ -144,6 +182,8 @@ class LMHead(nn.Module):
     """Hidden states -> vocabulary logits, tied to the token embedding unless asked not to
     be; with `head_transform` and `head_bias`, BERT's MLM head."""
 
+    loss_chunk_size: int | None = None  # set by apply_speed: see logits_and_loss
+
     def __init__(self, cfg: ModelConfig, embeddings: Embeddings) -> None:
         super().__init__()
         self.embeddings = [embeddings]  # a list, so the tied weight is not registered twice
@@ -151,16 +191,112 @@ class LMHead(nn.Module):
         self.proj = None if cfg.tie_embeddings else nn.Linear(cfg.d_model, cfg.vocab_size, bias=False)
         self.bias = nn.Parameter(torch.zeros(cfg.vocab_size)) if cfg.head_bias else None
 
+    @property
+    def weight(self) -> torch.Tensor:
+        return self.embeddings[0].tokens.weight if self.proj is None else self.proj.weight
+
     def forward(self, hidden: torch.Tensor) -> torch.Tensor:
         if self.transform is not None:
             hidden = self.transform(hidden)
-        weight = self.embeddings[0].tokens.weight if self.proj is None else self.proj.weight
-        return F.linear(hidden, weight, self.bias)
+        return F.linear(hidden, self.weight, self.bias)
+
+    def logits_and_loss(
+        self, hidden: torch.Tensor, labels: torch.Tensor, labelled_only: bool = False
+    ) -> tuple[torch.Tensor | None, torch.Tensor]:
+        """(logits, mean cross-entropy) for hidden (B, T, D) and labels (B, T).
+
+        `labelled_only`: only the positions with a label go through the head (an MLM
+        predicts ~15% of its positions, GLM only Part B), so the logits are (N, V) for
+        those N positions in row-major order; the loss is the same. With
+        `loss_chunk_size` the logits are never formed whole and None is returned."""
+        if labelled_only:
+            has_label = labels != IGNORE_INDEX
+            hidden, labels = hidden[has_label], labels[has_label]  # (N, D), (N,)
+        if self.loss_chunk_size is None:
+            logits = self(hidden)
+            return logits, lm_loss(logits, labels)
+        if self.transform is not None:
+            hidden = self.transform(hidden)
+        flat_hidden, flat_labels = hidden.reshape(-1, hidden.shape[-1]), labels.reshape(-1)
+        loss = ChunkedCrossEntropy.apply(flat_hidden, self.weight, self.bias, flat_labels, self.loss_chunk_size)
+        return None, loss
 
 
 def lm_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """Mean cross-entropy over the positions whose label is not IGNORE_INDEX (in fp32)."""
     return F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), labels.reshape(-1), ignore_index=IGNORE_INDEX)
+
+
+class ChunkedCrossEntropy(torch.autograd.Function):
+    """The output projection and mean cross-entropy over `chunk_size` positions at a
+    time, so the float32 logits exist for one chunk only (a (T, V) block for a 32k vocab
+    is most of a small model's activation memory). The forward pass also computes the
+    gradients (softmax - one-hot, times W and times h) chunk by chunk, as Liger
+    Kernel's fused linear cross-entropy does (Hsu et al. 2024), so nothing is
+    recomputed: the backward pass only scales them by the incoming gradient.
+
+    hidden (N, D), weight (V, D), bias (V,) or None, labels (N,) -> the loss; labels
+    equal to IGNORE_INDEX count neither in the sum nor in the mean, as in lm_loss."""
+
+    @staticmethod
+    def forward(ctx, hidden, weight, bias, labels, chunk_size):
+        needs_hidden, needs_weight, needs_bias = ctx.needs_input_grad[:3]
+        has_label = labels != IGNORE_INDEX
+        count = has_label.sum()
+        total = torch.zeros((), dtype=torch.float32, device=hidden.device)
+        grad_hidden = torch.zeros_like(hidden) if needs_hidden else None
+        grad_weight = torch.zeros_like(weight, dtype=torch.float32) if needs_weight else None
+        grad_bias = torch.zeros_like(bias, dtype=torch.float32) if needs_bias else None
+        for start in range(0, hidden.shape[0], chunk_size):
+            rows = slice(start, start + chunk_size)
+            chunk, chunk_labels, chunk_has_label = hidden[rows], labels[rows], has_label[rows]
+            logits = F.linear(chunk, weight, bias).float()  # (n, V): the one block of logits alive
+            targets = chunk_labels.clamp(min=0)[:, None]
+            log_normalizer = torch.logsumexp(logits, dim=-1)
+            token_loss = log_normalizer - logits.gather(1, targets)[:, 0]
+            total = total + torch.where(chunk_has_label, token_loss, 0.0).sum()
+            if not (needs_hidden or needs_weight or needs_bias):
+                continue
+            # d(sum of token losses)/d(logits) = softmax - one_hot, zero on unlabelled rows
+            grad_logits = logits.sub_(log_normalizer[:, None]).exp_()  # in place: softmax, no second block
+            grad_logits.scatter_add_(1, targets, torch.full_like(targets, -1.0, dtype=grad_logits.dtype))
+            grad_logits.mul_(chunk_has_label[:, None])
+            if needs_hidden:
+                grad_hidden[rows] = (grad_logits.to(weight.dtype) @ weight).to(hidden.dtype)
+            if needs_weight:
+                grad_weight += grad_logits.t().to(chunk.dtype) @ chunk
+            if needs_bias:
+                grad_bias += grad_logits.sum(0)
+        # the mean, as F.cross_entropy takes it (0/0 = nan when no position has a label)
+        scale = 1.0 / count.to(torch.float32)
+        ctx.save_for_backward(
+            *(g * scale if g is not None else None for g in (grad_hidden, grad_weight, grad_bias))
+        )
+        ctx.dtypes = (weight.dtype, bias.dtype if bias is not None else None)
+        return total * scale
+
+    @staticmethod
+    def backward(ctx, grad_loss):
+        grad_hidden, grad_weight, grad_bias = ctx.saved_tensors
+        weight_dtype, bias_dtype = ctx.dtypes
+        return (
+            grad_hidden * grad_loss.to(grad_hidden.dtype) if grad_hidden is not None else None,
+            (grad_weight * grad_loss).to(weight_dtype) if grad_weight is not None else None,
+            (grad_bias * grad_loss).to(bias_dtype) if grad_bias is not None else None,
+            None,
+            None,
+        )
+
+
+def apply_speed(model: nn.Module, speed: SpeedConfig) -> nn.Module:
+    """Set how every Transformer stack and LM head of `model` computes (see SpeedConfig)."""
+    for module in model.modules():
+        if isinstance(module, Transformer):
+            module.attention_backend = speed.attention_backend
+            module.activation_checkpointing = speed.activation_checkpointing
+        elif isinstance(module, LMHead):
+            module.loss_chunk_size = speed.loss_chunk_size
+    return model
 
 
 def init_weights(model: nn.Module, cfg: ModelConfig) -> None:
