@@ -2,6 +2,9 @@
 
 Convention (as in `scaled_dot_product_attention`): a boolean tensor where True
 means "query i may attend to key j". Shapes broadcast to (B, 1, T, S).
+
+`AttentionMask` names a self-attention mask by these parts instead, so the stack can
+hand it to FlexAttention as a block mask or to SDPA as the dense tensor built here.
 """
 
 from __future__ import annotations

@@ -16,7 +16,10 @@ class FamilySpec:
     """A family's bundle: its model, its objective and its scorer.
 
     - `build(model_cfg, arch)` -> the model, whose `forward(batch) -> (logits, loss)`;
-      `arch` is the preset's mapping (objective settings).
+      `arch` is the preset's mapping (objective settings). Without labels the logits
+      are (B, T, V); with labels a family may run the head on the labelled positions
+      only (logits (N, V)), and a chunked loss (`SpeedConfig.loss_chunk_size`) returns
+      None for them.
     - `collate(arch, specials, seq_len)` -> the objective: list of windows -> batch.
     - `scorer(model, tokenizer, arch, **options)` -> a Scorer for lm-eval (`arches.core.scoring`).
     - `input_len(arch, seq_len)` -> the longest sequence the model sees for a window,

@@ -161,7 +161,9 @@ class Transformer(nn.Module):
             return False
         if self.attention_backend == "flex":
             return True
-        return device.type == "cuda" and flex_available()
+        # auto: the GPU kernels, for the power-of-two head sizes they are tuned for (16..256)
+        head_dim = self.cfg.head_dim
+        return device.type == "cuda" and 16 <= head_dim <= 256 and head_dim & (head_dim - 1) == 0 and flex_available()
 
 
 class HeadTransform(nn.Module):
