@@ -18,21 +18,28 @@ for many machines), never on this process:
   running trials fall short of the budget, and a trial asked in the same instant
   as the one that fills the budget sees it (trial numbers are handed out by the
   storage) and closes itself as a FAIL marked `surplus`, which does not count.
+
+A trial may train on several devices (trainer=ddp or fsdp): only rank 0 asks the study
+for trials and reports to it; the other ranks, started by Lightning's launcher (or by
+torchrun or srun), receive each trial's overrides from rank 0 and train the same
+config with it (see `Ranks`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import math
 import os
 import re
 import socket
 import sys
+import threading
 import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import yaml
 from omegaconf import DictConfig, OmegaConf
@@ -294,6 +301,19 @@ def _shown(url: str) -> str:
         return url
 
 
+def _driver_url(url: str) -> str:
+    """A bare postgresql:// URL with psycopg 3 (what arches[postgres] installs) where it is
+    importable: SQLAlchemy 2.0 would pick psycopg2 for it, 2.1 picks psycopg. An explicit
+    driver (postgresql+psycopg2://) is kept."""
+    scheme, sep, rest = url.partition("://")
+    if sep and scheme in ("postgresql", "postgres"):
+        import importlib.util
+
+        if importlib.util.find_spec("psycopg") is not None:
+            return f"postgresql+psycopg://{rest}"
+    return url
+
+
 def open_storage(url: str, settings: Settings):
     """An RDBStorage with the heartbeat on; a malformed or unreachable URL is one line."""
     import optuna
@@ -325,7 +345,7 @@ def open_storage(url: str, settings: Settings):
                 }
             for attempt in range(3):
                 try:
-                    return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs, **heartbeat)
+                    return optuna.storages.RDBStorage(_driver_url(url), engine_kwargs=engine_kwargs, **heartbeat)
                 except (IntegrityError, OperationalError) as error:
                     # workers started together on a new storage race to create its tables (and
                     # alembic_version's one row): the loser finds them made on a second look
@@ -470,7 +490,11 @@ def pruning_callback(trial):
     """A Lightning callback that reports the validation loss to the trial at each validation
     and stops the run when the pruner says so. optuna-integration's
     PyTorchLightningPruningCallback does the same, but that package is neither installed
-    nor a dependency, and pins its own Lightning range; these few lines are the whole job."""
+    nor a dependency, and pins its own Lightning range; these few lines are the whole job.
+
+    Under DDP every rank has one and only rank 0 has the trial (`trial` is None on the
+    others): rank 0 reports and decides, and its verdict (go on, prune, fail) is broadcast,
+    so every rank stops at the same validation; the other ranks never touch the study."""
     import lightning as L  # imported here: bad input must not wait for Lightning to import
     import optuna
 
@@ -481,16 +505,33 @@ def pruning_callback(trial):
         def on_validation_end(self, trainer, pl_module) -> None:
             if trainer.sanity_checking or "val/loss" not in trainer.callback_metrics:
                 return
+            error: BaseException | None = None
+            verdict = None
+            if trial is not None:
+                try:
+                    verdict = self.verdict(trainer)
+                except Exception as raised:  # e.g. the storage: the other ranks must still hear the verdict
+                    error, verdict = raised, ("fail", _one_line(raised))
+            # one process: returns the verdict as it is; DDP: rank 0's, on every rank
+            verdict = trainer.strategy.broadcast(verdict, src=0)
+            if error is not None:
+                raise error
+            if verdict is not None:
+                kind, message = verdict
+                raise optuna.TrialPruned(message) if kind == "prune" else RunFailure(message)
+
+        def verdict(self, trainer) -> tuple[str, str] | None:
             value, step = float(trainer.callback_metrics["val/loss"]), int(trainer.global_step)
             if not math.isfinite(value):
                 # a diverged trial fails (FAIL, with its error); reported, the pruner would call it pruned
-                raise RunFailure(f"validation loss became {value} at step {step}; lower train.lr")
+                return "fail", f"validation loss became {value} at step {step}; lower train.lr"
             if step in self.reported:
-                return
+                return None
             self.reported.add(step)
             trial.report(value, step)
             if trainer.state.fn == "fit" and trial.should_prune():
-                raise optuna.TrialPruned(f"pruned at step {step} with val_loss {value:.4f}")
+                return "prune", f"pruned at step {step} with val_loss {value:.4f}"
+            return None
 
     return ReportValLoss()
 
@@ -509,6 +550,192 @@ def _format(value: Any) -> str:
 def _one_line(error: BaseException) -> str:
     text = str(error).strip()
     return text.splitlines()[0] if text else type(error).__name__
+
+
+# --- trials on several devices: rank 0 asks, the others follow ----------------------
+
+
+EXIT = "exit"
+# how long the other ranks wait for rank 0's next trial: it may wait hours for other
+# workers' trials to finish (the training collectives keep Lightning's own timeout)
+COMMAND_TIMEOUT_S = 7 * 24 * 3600
+
+
+def _one_device(cfg: DictConfig) -> bool:
+    devices = cfg.trainer.get("devices")
+    one = devices in (1, "1") or (OmegaConf.is_list(devices) and len(devices) == 1)
+    return one and int(cfg.trainer.get("num_nodes") or 1) == 1
+
+
+def _launched_rank() -> int:
+    """The rank a launcher gave this process before it started (0 when none did): Lightning's
+    rerun of the command sets LOCAL_RANK (and NODE_RANK on other machines), torchrun RANK,
+    srun SLURM_PROCID."""
+    from arches.train import _env_rank
+
+    return _env_rank() or int(os.environ.get("NODE_RANK") or os.environ.get("GROUP_RANK") or 0)
+
+
+class Ranks:
+    """The processes that train each trial of a multi-device study (trainer=ddp, fsdp).
+
+    DDP and Optuna have a known trap (lightning-hydra-template #639): every rank runs the
+    same command, and each would ask the study for a trial of its own, with its own
+    hyperparameters. Here only rank 0 opens the study. Before its first trial it starts the
+    ranks with Lightning Fabric's launcher, the one `arches train trainer=ddp` uses: on one
+    machine Lightning reruns this command line once per extra device (with LOCAL_RANK set);
+    under torchrun or srun they are started already and join. The ranks share a
+    process group, which each trial's Trainer then reuses, and a gloo group for commands:
+    rank 0 broadcasts each trial's full list of overrides (its sampled values included);
+    the others compose that config and call the same `train(cfg)` until rank 0 says exit.
+    Pruning and failures: see `pruning_callback`."""
+
+    def __init__(self, trainer: Any) -> None:
+        self.trainer = trainer
+        self.rank = _launched_rank()
+        self.fabric = None
+        self.group = None
+
+    @property
+    def follower(self) -> bool:
+        return self.rank != 0
+
+    @classmethod
+    def for_jobs(cls, jobs: list[Job]) -> Ranks | None:
+        """None when every trial trains in this one process."""
+        spread = [job for job in jobs if not _one_device(job.cfg)]
+        if not spread:
+            return None
+        placement = [_placement(job.cfg) for job in jobs]
+        if len(set(placement)) > 1:
+            raise UserError(
+                "arches tune -m trains every study's trials on the same devices: keep trainer.accelerator, "
+                "trainer.devices and trainer.num_nodes the same in each"
+            )
+        ranks = cls(spread[0].cfg.trainer)
+        return ranks if ranks.world_size() > 1 else None
+
+    def _fabric(self):
+        if self.fabric is None:
+            import logging
+
+            from lightning.fabric import Fabric
+
+            if not os.environ.get("ARCHES_DEBUG"):  # as in train(): Lightning's banners are not news
+                for name in ("lightning.pytorch", "lightning.fabric"):
+                    logging.getLogger(name).setLevel(logging.WARNING)
+            devices = self.trainer.devices
+            devices = OmegaConf.to_container(devices) if OmegaConf.is_list(devices) else devices
+            try:
+                # DDP's launcher and process group serve FSDP as well: it only starts the ranks
+                self.fabric = Fabric(
+                    accelerator=self.trainer.accelerator,
+                    devices=devices,
+                    num_nodes=int(self.trainer.get("num_nodes") or 1),
+                    strategy="ddp",
+                )
+            except Exception as error:  # Lightning's MisconfigurationException, ValueError, ...
+                raise UserError(
+                    f"trainer.accelerator={self.trainer.accelerator} trainer.devices={self.trainer.devices}: "
+                    f"{_one_line(error)}"
+                ) from None
+        return self.fabric
+
+    def world_size(self) -> int:
+        return int(self._fabric().world_size)
+
+    def launch(self) -> None:
+        """Start or join the other ranks (once per process)."""
+        if self.group is not None:
+            return
+        import datetime
+
+        import torch.distributed as distributed
+
+        fabric = self._fabric()
+        fabric.launch()
+        if (fabric.global_rank == 0) == self.follower:
+            raise RunFailure(
+                f"this process was started as rank {self.rank} but Lightning made it rank {fabric.global_rank}; "
+                f"start `arches tune` once per machine (Lightning starts its ranks) or once per device "
+                f"(torchrun, srun)"
+            )
+        self.group = distributed.new_group(
+            backend="gloo", timeout=datetime.timedelta(seconds=COMMAND_TIMEOUT_S)
+        )
+
+    def send(self, message: Any) -> None:
+        """Rank 0: a trial's overrides (or EXIT) to every other rank."""
+        import torch.distributed as distributed
+
+        distributed.broadcast_object_list([message], src=0, group=self.group)
+
+    def receive(self) -> Any:
+        import torch.distributed as distributed
+
+        box = [None]
+        distributed.broadcast_object_list(box, src=0, group=self.group)
+        return box[0]
+
+    def close(self, failed: bool = False) -> None:
+        """Rank 0, at the end: the other ranks exit, and this returns once they have
+        finished their last trial. Ranks that were never started need no word, unless a
+        launcher (torchrun, srun) started them, waiting to join.
+
+        After a failure of rank 0 the others may be gone, or stuck in a training
+        collective: exit is sent without waiting for them (when this process ends,
+        its connections close and theirs fail)."""
+        if failed:
+            if self.group is not None:
+                sender = threading.Thread(target=self._send_quietly, args=(EXIT,), daemon=True)
+                sender.start()
+                sender.join(timeout=10)
+            return
+        if self.group is None and not self._fabric().strategy.cluster_environment.creates_processes_externally:
+            return
+        import torch.distributed as distributed
+
+        self.launch()
+        self.send(EXIT)
+        distributed.barrier(group=self.group)
+
+    def _send_quietly(self, message: Any) -> None:
+        try:
+            self.send(message)
+        except Exception:
+            pass
+
+    def follow(self) -> None:
+        """A rank other than 0: train the trials rank 0 sends, until it says exit."""
+        import traceback
+
+        import optuna
+
+        from arches.errors import ArchesError
+        from arches.train import train
+
+        self.launch()
+        while True:
+            message = self.receive()
+            if message == EXIT:
+                import torch.distributed as distributed
+
+                distributed.barrier(group=self.group)
+                return
+            try:
+                train(compose(message["overrides"]), callbacks=[pruning_callback(None)])
+            except Exception as error:  # rank 0 records the trial's outcome; this rank waits for the next
+                if isinstance(error, (ArchesError, optuna.TrialPruned)):
+                    continue  # rank 0 stopped the same way, and says so
+                print(f"arches: rank {self.rank}, trial {message.get('trial')}: {type(error).__name__}: "
+                      f"{_one_line(error)}", file=sys.stderr, flush=True)
+                if os.environ.get("ARCHES_DEBUG"):
+                    traceback.print_exc()
+
+
+def _placement(cfg: DictConfig) -> tuple:
+    trainer = cfg.trainer
+    return (str(trainer.accelerator), str(trainer.devices), int(trainer.get("num_nodes") or 1))
 
 
 # --- running a study ---------------------------------------------------------------
@@ -530,13 +757,12 @@ def prepare_job(overrides: list[str]) -> Job:
     cfg = compose(overrides)
     settings = Settings.from_cfg(cfg)
     check_space_keys(cfg, settings)
-    devices = cfg.trainer.get("devices")
-    one_device = devices in (1, "1") or (OmegaConf.is_list(devices) and len(devices) == 1)
-    if not one_device or int(cfg.trainer.get("num_nodes") or 1) != 1:
-        # several ranks would each ask the study for their own trial (lightning-hydra-template #639)
+    strategy = str(cfg.trainer.get("strategy"))
+    if not _one_device(cfg) and any(word in strategy for word in ("spawn", "fork", "notebook")):
+        # their ranks never run `arches tune`: the trial's closure would be pickled to them
         raise UserError(
-            f"arches tune trains each trial in one process on one device (trainer.devices={devices}); "
-            f"run one `arches tune` worker per device on one tune.storage instead"
+            f"arches tune trains a trial on several devices with trainer.strategy=ddp or fsdp, "
+            f"not {strategy} (each rank reruns the command and follows rank 0's trials)"
         )
     name = study_name(cfg, settings)
     return Job(overrides, cfg, settings, name, storage_url(cfg, settings, name))
@@ -544,11 +770,37 @@ def prepare_job(overrides: list[str]) -> Job:
 
 def tune(overrides: list[str], log=None) -> dict:
     """Run or resume the study for these overrides until it has `tune.n_trials` finished
-    trials; returns its summary (study, storage, finished, best value, best overrides)."""
-    return run_job(prepare_job(overrides), log=log)
+    trials; returns its summary (study, storage, finished, best value, best overrides).
+
+    With several devices per trial (trainer=ddp), call it from a command line that calls
+    it again: each rank reruns the command (see `Ranks`); a rank other than 0 returns
+    {"study", "rank"} once rank 0 is done."""
+    job = prepare_job(overrides)
+    with ranks_for([job]) as ranks:
+        if ranks is not None and ranks.follower:
+            ranks.follow()
+            return {"study": job.study, "rank": ranks.rank}
+        return run_job(job, log=log, ranks=ranks)
 
 
-def run_job(job: Job, log=None) -> dict:
+@contextlib.contextmanager
+def ranks_for(jobs: list[Job]) -> Iterator[Ranks | None]:
+    """The ranks that train these studies' trials (None: this process alone). On rank 0,
+    leaving the block tells the other ranks to exit and waits until they have."""
+    ranks = Ranks.for_jobs(jobs)
+    if ranks is None or ranks.follower:
+        yield ranks
+        return
+    try:
+        yield ranks
+    except BaseException:
+        ranks.close(failed=True)
+        raise
+    ranks.close()
+
+
+def run_job(job: Job, log=None, ranks: Ranks | None = None) -> dict:
+    """One study, in this process: rank 0 of `ranks` when its trials train on several devices."""
     import optuna
 
     log = log or (lambda line: print(line, file=sys.stderr, flush=True))
@@ -591,8 +843,11 @@ def run_job(job: Job, log=None) -> dict:
         run_name = f"trial-{trial.number if retried is None else retried:04d}"
         trial.set_user_attr("run_dir", str(trials_dir / run_name))
         resume = "never" if retried is None else "auto"
-        cfg = compose([*job.overrides, *trial_overrides, f"results_dir={trials_dir}", f"run_name={run_name}",
-                       f"++resume={resume}"])
+        run_overrides = [*job.overrides, *trial_overrides, f"results_dir={trials_dir}", f"run_name={run_name}",
+                         f"++resume={resume}"]
+        cfg = compose(run_overrides)
+        if ranks is not None:  # the other ranks compose the same config and train with this one
+            ranks.send({"study": job.study, "trial": trial.number, "overrides": run_overrides})
         try:
             record = train(cfg, callbacks=[pruning_callback(trial)])
         except optuna.TrialPruned:
@@ -619,7 +874,8 @@ def run_job(job: Job, log=None) -> dict:
         log(f"tune {job.study}: trial {trial.number} {outcome} ({shown})")
 
     done, running = progress(study)
-    log(f"tune {job.study}: {done} of {settings.n_trials} trials finished; storage {_shown(job.url)}")
+    spread = f"; each trial on {ranks.world_size()} ranks, rank 0 asking" if ranks is not None else ""
+    log(f"tune {job.study}: {done} of {settings.n_trials} trials finished; storage {_shown(job.url)}{spread}")
     poll = min(settings.heartbeat_interval or 1, 5)
     while True:
         done, running = progress(study)
@@ -637,6 +893,8 @@ def run_job(job: Job, log=None) -> dict:
                 optuna.storages.fail_stale_trials(study)  # a killed worker's trial: FAIL, then queued again
             _fail_abandoned(study, settings.grace_period or 2 * settings.heartbeat_interval)
             continue
+        if ranks is not None:  # before the trial is asked: a launch that fails is no trial's failure
+            ranks.launch()
         study.optimize(objective, n_trials=1, catch=(Exception,), callbacks=[report])
     return summary(job, study)
 
@@ -783,14 +1041,20 @@ def tune_command(argv: list[str]) -> None:
     if sweeps and not multirun:
         raise UserError(f"{sweeps[0]} lists several values; add -m to tune each in turn")
     jobs = [prepare_job(job) for job in (expand_sweeps(overrides) if multirun else [overrides])]
-    for job in jobs:  # every job validated before any study is touched
-        if job.settings.best:
-            result, path = write_best(job)
-            print(best_table(result))
-            print(path)
-            continue
-        result = run_job(job)
-        best = "no complete trial"
-        if result["best_value"] is not None:
-            best = f"best {result['metric']} {result['best_value']:.4f}"
-        print(f"{result['study']}\t{result['n_trials']} trials\t{best}\t{result['storage']}")
+    # every job validated before any study is touched
+    with ranks_for([job for job in jobs if not job.settings.best]) as ranks:
+        if ranks is not None and ranks.follower:  # trains rank 0's trials; rank 0 reports
+            ranks.follow()
+            return
+        for job in jobs:
+            if job.settings.best:
+                if _launched_rank() == 0:  # under torchrun or srun, every rank runs this command
+                    result, path = write_best(job)
+                    print(best_table(result))
+                    print(path)
+                continue
+            result = run_job(job, ranks=ranks)
+            best = "no complete trial"
+            if result["best_value"] is not None:
+                best = f"best {result['metric']} {result['best_value']:.4f}"
+            print(f"{result['study']}\t{result['n_trials']} trials\t{best}\t{result['storage']}", flush=True)

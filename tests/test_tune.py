@@ -3,7 +3,8 @@
 A study records its trials; a rerun runs only the missing ones; a NaN trial fails
 and a poor one is pruned while the study goes on; a killed worker's trial is failed
 by the heartbeat and retried; two workers share one study; the best trial becomes
-an override file. Configs for launchers and multi-GPU strategies compose."""
+an override file. Configs for launchers and multi-GPU strategies compose. Trials on
+several devices (DDP): tests/test_ddp.py."""
 
 from __future__ import annotations
 
@@ -25,6 +26,7 @@ from arches.config import compose, sweeps_dir
 from arches.errors import UserError
 from arches.tune import (
     Settings,
+    _driver_url,
     expand_sweeps,
     open_study,
     prepare_job,
@@ -49,7 +51,7 @@ def study_overrides(corpus, tmp_path, *extra: str) -> list[str]:
 
 
 def load(job) -> optuna.Study:
-    return optuna.load_study(study_name=job.study, storage=job.url)
+    return optuna.load_study(study_name=job.study, storage=_driver_url(job.url))
 
 
 def states(study) -> list[str]:
@@ -185,7 +187,6 @@ BAD = {
     "tune.space=[{name:train.lr,distribution:log,low:0,high:1e-2}]": "needs low > 0",
     "tune.space=[{name:arch.model.activation,distribution:categorical,choices:[]}]": "non-empty list of choices",
     "tune.storage=not-a-url": "cannot open tune.storage not-a-url",
-    "trainer=ddp": "one process on one device",
     "tune.study=a/b": "must use only letters",
 }
 
@@ -195,6 +196,28 @@ def test_bad_input_is_one_line_and_touches_nothing(override, corpus, tmp_path):
     with pytest.raises(UserError) as error:
         tune(study_overrides(corpus, tmp_path, override))
     assert BAD[override] in str(error.value) and "\n" not in str(error.value)
+    assert not (tmp_path / "results").exists()
+
+
+MULTI_DEVICE_BAD = {
+    # their ranks would never run `arches tune`, so could not follow rank 0's trials
+    "trainer.strategy=ddp_spawn": "not ddp_spawn",
+    "trainer.devices=-1": "trainer.accelerator=cpu trainer.devices=-1: `devices` selected with `CPUAccelerator`",
+}
+
+
+@pytest.mark.parametrize("override", sorted(MULTI_DEVICE_BAD))
+def test_bad_multi_device_trials_are_one_line_and_touch_nothing(override, corpus, tmp_path):
+    with pytest.raises(UserError) as error:
+        tune(study_overrides(corpus, tmp_path, "trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2", override))
+    assert MULTI_DEVICE_BAD[override] in str(error.value) and "\n" not in str(error.value)
+    assert not (tmp_path / "results").exists()
+
+
+def test_multirun_trains_every_study_on_the_same_devices(corpus, tmp_path):
+    with pytest.raises(UserError, match="on the same devices"):  # one set of ranks follows every study
+        tune_command(["-m", *study_overrides(corpus, tmp_path, "trainer=ddp", "trainer.accelerator=cpu",
+                                             "trainer.devices=1,2")])
     assert not (tmp_path / "results").exists()
 
 
@@ -318,7 +341,7 @@ def test_two_workers_share_one_study(backend, corpus, tmp_path):
     if backend == "postgresql":
         if not POSTGRES_URL:
             pytest.skip("no PostgreSQL server: set ARCHES_TEST_POSTGRES_URL=postgresql://user:password@host/db")
-        pytest.importorskip("psycopg2", reason="pip install arches[postgres]")
+        pytest.importorskip("psycopg", reason="no PostgreSQL driver: pip install arches[postgres]")
         extra = [f"tune.storage={POSTGRES_URL}", f"tune.study=two-workers-{os.getpid()}-{time.time_ns()}"]
     overrides = study_overrides(corpus, tmp_path, "tune.n_trials=4", "tune.pruner.name=none", *extra)
     job = prepare_job(overrides)
