@@ -25,7 +25,7 @@ from arches.core import FamilySpec, LMHead, ModelConfig, Transformer, masks
 from arches.core.attention import KVCache
 from arches.core.flops import TRAINING_MULTIPLIER, causal_mean_context, head_flops, layer_forward_flops, memory_kv_flops
 from arches.core.noise import batch_rng, pad_labels, pad_stack, random_spans_noise_mask, span_corrupt, span_counts
-from arches.core.scoring import BaseScorer, GreedyStops, TokenPair, check_options, choose_format, pad_rows, score_positions, sum_by_request
+from arches.core.scoring import ROLLING_SPAN, BaseScorer, GreedyStops, TokenPair, check_options, choose_format, pad_rows, score_positions, sum_by_request
 from arches.core.stack import init_weights
 from arches.errors import UserError
 from arches.tokenizer import Specials
@@ -224,11 +224,15 @@ class EncoderDecoderScorer(BaseScorer):
 
 def scorer(model: EncoderDecoderLM, tokenizer, arch: dict, **options) -> EncoderDecoderScorer:
     """Options: `format` (t5_sentinel | plain | plain_eos; default t5_sentinel for span corruption,
-    plain for prefix LM), `stride` (tokens newly scored per rolling window)."""
-    check_options("encoder_decoder", options, ("format", "stride"))
+    plain for prefix LM), `stride` (tokens newly scored per rolling window), `span`
+    (tokens predicted per rolling window, 0 for whole windows; default ROLLING_SPAN
+    with t5_sentinel: a span-corruption model fills short blanks, mean 3 tokens in
+    T5 §3.3, and is asked for short ones when it scores running text)."""
+    check_options("encoder_decoder", options, ("format", "stride", "span"))
     default = "t5_sentinel" if arch.get("objective", "span_corruption") == "span_corruption" else "plain"
     chosen = choose_format("encoder_decoder", options.get("format"), default, SCORING_FORMATS)
-    scorer = EncoderDecoderScorer(model, tokenizer, arch, chosen, options.get("stride"))
+    span = options.get("span", ROLLING_SPAN if chosen == "t5_sentinel" else None)
+    scorer = EncoderDecoderScorer(model, tokenizer, arch, chosen, options.get("stride"), span)
     if chosen == "t5_sentinel" and not scorer.specials.sentinels:
         raise UserError("format=t5_sentinel needs sentinel tokens (<extra_id_0>), which this tokenizer lacks; use format=plain_eos")
     return scorer

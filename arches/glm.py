@@ -27,7 +27,7 @@ from arches.core import FamilySpec, LMHead, ModelConfig, Transformer, masks
 from arches.core.attention import KVCache
 from arches.core.flops import TRAINING_MULTIPLIER, head_flops, layer_forward_flops, prefix_mean_context
 from arches.core.noise import batch_rng, pad_labels, pad_stack
-from arches.core.scoring import BaseScorer, GreedyStops, TokenPair, check_options, choose_format, pad_rows, score_positions, sum_by_request
+from arches.core.scoring import ROLLING_SPAN, BaseScorer, GreedyStops, TokenPair, check_options, choose_format, pad_rows, score_positions, sum_by_request
 from arches.core.stack import IGNORE_INDEX, init_weights
 from arches.errors import UserError
 from arches.tokenizer import Specials
@@ -273,10 +273,14 @@ class GLMScorer(BaseScorer):
 
 def scorer(model: GLM, tokenizer, arch: dict, **options) -> GLMScorer:
     """Options: `format` (mask | gmask: the blank token closing Part A), `stride`
-    (tokens newly scored per rolling window)."""
-    check_options("glm", options, ("format", "stride"))
+    (tokens newly scored per rolling window), `span` (tokens predicted per rolling
+    window, 0 for whole windows; default ROLLING_SPAN with [MASK]: GLM's blanks are
+    Poisson(3) spans, Du et al. 2022 §2.2.1, so running text is scored as short
+    blanks; [gMASK] is GLM's long-generation token and keeps whole windows)."""
+    check_options("glm", options, ("format", "stride", "span"))
     chosen = choose_format("glm", options.get("format"), "mask", SCORING_FORMATS)
-    return GLMScorer(model, tokenizer, arch, chosen, options.get("stride"))
+    span = options.get("span", ROLLING_SPAN if chosen == "mask" else None)
+    return GLMScorer(model, tokenizer, arch, chosen, options.get("stride"), span)
 
 
 SPEC = FamilySpec(

@@ -93,6 +93,33 @@ def _hub_error(name: str, cache_dir: Any) -> UserError:
 # ---------------------------------------------------------------- settings
 
 
+def _on_gpu(device: str) -> bool:
+    import torch
+
+    return str(device).startswith("cuda") or (str(device) == "auto" and torch.cuda.is_available())
+
+
+def _limit(ev: DictConfig) -> tuple[int | None, str | None]:
+    """eval.limit: examples per task, null for all, or `auto`: all on a GPU and
+    `eval.cpu_limit` per task on a CPU, where the encoder's pseudo-log-likelihood
+    (one forward per continuation token) would take the full suite past half an hour.
+    Whatever is used is recorded with the scores; returns (limit, a note or None)."""
+    limit = ev.get("limit")
+    if limit == "auto":
+        if _on_gpu(str(ev.get("device", "auto"))):
+            return None, None
+        limit = ev.get("cpu_limit", 100)
+        if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
+            raise UserError(f"eval.cpu_limit={limit} must be a positive number of examples per task")
+        return limit, f"eval.limit=auto: {limit} examples per task on a CPU (eval.limit=null scores every example)"
+    if limit is not None:
+        if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
+            raise UserError(
+                f"eval.limit={limit} must be a positive number of examples per task, null for all, or auto"
+            )
+    return limit, None
+
+
 def _settings(cfg: DictConfig) -> dict:
     ev = cfg.get("eval")
     if ev is None:
@@ -111,10 +138,7 @@ def _settings(cfg: DictConfig) -> dict:
         raise UserError(f"eval.num_fewshot={ev.get('num_fewshot')!r} must be a list of integers, e.g. [0,5]") from None
     if not shots or any(k < 0 for k in shots):
         raise UserError(f"eval.num_fewshot={shots} must be a non-empty list of integers >= 0, e.g. [0,5]")
-    limit = ev.get("limit")
-    if limit is not None:
-        if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
-            raise UserError(f"eval.limit={limit} must be a positive number of examples per task, or null for all")
+    limit, limit_note = _limit(ev)
     batch_size = ev.get("batch_size", 16)
     if str(batch_size) != "auto" and (not isinstance(batch_size, int) or batch_size < 1):
         raise UserError(f"eval.batch_size={batch_size} must be a positive integer or auto")
@@ -128,6 +152,7 @@ def _settings(cfg: DictConfig) -> dict:
         "tasks": list(dict.fromkeys(tasks)),
         "shots": list(dict.fromkeys(shots)),
         "limit": limit,
+        "limit_note": limit_note,
         "batch_size": batch_size,
         "device": str(ev.get("device", "auto")),
         "seed": int(ev.get("seed", 1234)),
@@ -248,6 +273,16 @@ def _unknown_or_offline(name: str, local: list[str], cache_dir: Any) -> UserErro
     )
 
 
+def _quiet_git_hash() -> str | None:
+    import subprocess
+
+    try:
+        out = subprocess.run(["git", "describe", "--always"], capture_output=True, text=True, check=False)
+    except OSError:
+        return None
+    return (out.stdout.strip() or None) if out.returncode == 0 else None
+
+
 @contextlib.contextmanager
 def _quiet_lm_eval():
     """lm-eval logs every task's setup at INFO/WARNING; arches shows one line per task instead."""
@@ -260,9 +295,16 @@ def _quiet_lm_eval():
         logger.setLevel(logging.ERROR)
     saved = os.environ.get("DISABLE_MULTIPROC")
     os.environ["DISABLE_MULTIPROC"] = "1"  # lm-eval's bootstrap stderr otherwise forks a pool per metric
+    import lm_eval.evaluator
+
+    # lm-eval records `git describe` of the working directory and lets git print
+    # "fatal: not a git repository" outside a checkout; the same call, quiet.
+    saved_git_hash = lm_eval.evaluator.get_git_commit_hash
+    lm_eval.evaluator.get_git_commit_hash = _quiet_git_hash
     try:
         yield
     finally:
+        lm_eval.evaluator.get_git_commit_hash = saved_git_hash
         for logger, level in zip(loggers, levels):
             logger.setLevel(level)
         if saved is None:
@@ -463,6 +505,7 @@ def evaluate(cfg: DictConfig) -> dict:
         "evals": entries,
         "skipped": resolved["skipped"],
         "task_data": str(resolved["task_data"]) if resolved["task_data"] else None,
+        "limit_note": settings["limit_note"],
     }
 
 
@@ -500,6 +543,8 @@ def eval_command(argv: list[str]) -> None:
     if outcome["task_data"]:
         lines.append(f"bundled task data {outcome['task_data']}")
     lines += [f"skipped {name}: {why}" for name, why in outcome["skipped"]]
+    if outcome.get("limit_note"):
+        lines.append(outcome["limit_note"])
     lines.append(f"{seconds:.1f} s")
     table.caption = "\n".join(lines)
     Console().print(table)

@@ -47,7 +47,7 @@ log = logging.getLogger(__name__)
 
 CACHE_FILE = Path("eval") / "cache.sqlite"
 # Part of every cache key: bump it when a change to the scorers changes their scores.
-CACHE_VERSION = 1
+CACHE_VERSION = 2
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 DEFAULT_MAX_BATCH_SIZE = 512
 CPU_AUTO_BATCH_SIZE = 16  # a CPU out-of-memory kills the process, so there is nothing to probe
@@ -133,7 +133,8 @@ class ArchesLM(LM):
     (where `auto` starts), `device` (`auto`: cuda if available), `dtype`
     (float32 | bfloat16 | float16; default bfloat16 on a GPU, float32 on a CPU),
     `format` (the family's scoring format, e.g. t5_sentinel | plain for
-    encoder-decoders), `stride` (rolling-window stride in tokens), `cache` (reuse
+    encoder-decoders), `stride` (rolling-window stride in tokens), `span` (tokens predicted per rolling
+    window; 0 for whole windows; the family decides by default), `cache` (reuse
     and store results in <run>/eval/cache.sqlite; default true)."""
 
     def __init__(
@@ -145,6 +146,7 @@ class ArchesLM(LM):
         dtype: str | None = None,
         format: str | None = None,
         stride: int | None = None,
+        span: int | None = None,
         cache: bool | str = True,
     ) -> None:
         super().__init__()
@@ -188,7 +190,7 @@ class ArchesLM(LM):
         from arches.registry import family
 
         spec = family(self.meta["family"])
-        options = {k: v for k, v in {"format": format, "stride": stride}.items() if v is not None}
+        options = {k: v for k, v in {"format": format, "stride": stride, "span": span}.items() if v is not None}
         self.scorer = spec.scorer(self.model, self.tokenizer, self.meta["arch"], **options)
 
         self.max_batch_size = int(max_batch_size) if max_batch_size else DEFAULT_MAX_BATCH_SIZE
@@ -210,7 +212,7 @@ class ArchesLM(LM):
         # --model_args; a value in model_args (`run=...,batch_size=8`) wins over it.
         merged = {k: v for k, v in (additional_config or {}).items() if v is not None}
         merged.update(arg_dict)
-        valid = ("run", "batch_size", "max_batch_size", "device", "dtype", "format", "stride", "cache")
+        valid = ("run", "batch_size", "max_batch_size", "device", "dtype", "format", "stride", "span", "cache")
         for key in merged:
             if key not in valid:
                 from arches.errors import closest

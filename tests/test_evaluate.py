@@ -5,6 +5,7 @@ record it writes; and each bad input, which is one line and leaves run.json as i
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -143,9 +144,29 @@ def test_an_empty_task(tmp_path):
     expect_user_error(run_dir, eval_cfg(run_dir, "eval.tasks=[corpus_cloze]"), "corpus_cloze' has no examples")
 
 
+def test_limit_auto_scores_cpu_limit_examples_per_task_on_a_cpu(run):
+    # eval=default's limit: auto is every example on a GPU and eval.cpu_limit on a CPU
+    cfg = eval_cfg(run, "eval.tasks=[corpus_next]", "eval.limit=auto", "eval.cpu_limit=4", "eval.device=cpu")
+    outcome = evaluate(cfg)
+    entry = outcome["evals"]["corpus_next|0"]
+    assert (entry["n"], entry["limit"]) == (4, 4) and entry["n_total"] > 4
+    assert outcome["limit_note"].startswith("eval.limit=auto: 4 examples per task on a CPU")
+    assert json.loads((run / "run.json").read_text())["evals"]["corpus_next|0"]["limit"] == 4
+    default = compose(["eval=default"]).eval
+    assert (default.limit, default.cpu_limit) == ("auto", 100)
+
+
+def test_an_explicit_limit_has_no_note(run):
+    outcome = evaluate(eval_cfg(run, "eval.tasks=[corpus_next]", "eval.limit=2", "eval.device=cpu"))
+    assert outcome["evals"]["corpus_next|0"]["limit"] == 2 and outcome["limit_note"] is None
+
+
 @pytest.mark.parametrize("overrides, message", [
     (["eval.tasks=[corpus_clozee]"], "unknown task 'corpus_clozee'"),
     (["eval.tasks=[corpus_next]", "eval.num_fewshot=[1000]"], "few-shot split"),
+    (["eval.tasks=[corpus_next]", "eval.limit=-3"], "eval.limit=-3 must be a positive number"),
+    (["eval.tasks=[corpus_next]", "eval.limit=auto", "eval.cpu_limit=0", "eval.device=cpu"],
+     "eval.cpu_limit=0 must be a positive number"),
 ])  # fmt: skip
 def test_the_cli_prints_one_line_and_exits_2(run, overrides, message):
     before = (run / "run.json").read_bytes()
@@ -158,3 +179,16 @@ def test_the_cli_prints_one_line_and_exits_2(run, overrides, message):
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and message in lines[0], result.stderr
     assert (run / "run.json").read_bytes() == before
+
+
+def test_the_cli_scores_quietly_outside_a_git_checkout(run, tmp_path):
+    # lm-eval asks git for a commit hash; outside a checkout git must not print "fatal: ..."
+    cache = yaml.safe_load((run / "config.yaml").read_text())["cache_dir"]
+    result = subprocess.run(
+        [sys.executable, "-m", "arches.cli", "eval", f"run={run}", f"cache_dir={cache}", "eval=quick",
+         "eval.tasks=[corpus_next]", "eval.limit=2"],
+        capture_output=True, text=True, timeout=300, cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1]), "GIT_CEILING_DIRECTORIES": str(tmp_path.parent)},
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert "fatal:" not in result.stderr and "corpus_next" in result.stdout

@@ -14,7 +14,7 @@ from conftest import tiny_text
 
 from arches.config import group_choices, sweeps_dir
 from arches.core import masks
-from arches.core.scoring import UnsupportedRequest, rolling_windows, word_byte_tables, word_ends
+from arches.core.scoring import ROLLING_SPAN, UnsupportedRequest, rolling_windows, span_windows, word_byte_tables, word_ends
 from arches.errors import UserError
 from arches.registry import family, model_config
 from arches.tokenizer import Specials, train_tokenizer
@@ -216,11 +216,49 @@ def test_batch_size_does_not_change_scores(name, fmt, tokenizer):
 
 @pytest.mark.parametrize("name", PRESETS)
 def test_rolling_of_a_short_text_is_its_loglikelihood_after_eos(name, tokenizer):
-    """A text that fits one window is scored once, after <eos> (the empty context)."""
+    """A text that fits one window is scored once, after <eos> (the empty context);
+    a span-infilling family predicts it `span` tokens at a time, each piece after the
+    text before it, scored here one request at a time."""
     _, _, scorer = model_and_scorer(name, None, tokenizer)
     text = "The old king remembered a field of barley, at last."
-    [(logprob, _)] = scorer.loglikelihood([("", text)], 4)
+    ids = scorer.encode(text)
+    if scorer.span is None:
+        [(logprob, _)] = scorer.loglikelihood([("", text)], 4)
+    else:
+        assert len(ids) > scorer.span  # the text is cut into several pieces
+        pieces = [(ids[:start] or [scorer.specials.eos], ids[start : start + scorer.span]) for start in range(0, len(ids), scorer.span)]
+        logprob = sum(scorer.score_tokens([piece], 1)[0][0] for piece in pieces)
     assert scorer.loglikelihood_rolling([text], 4)[0] == pytest.approx(logprob, abs=TOLERANCE)
+
+
+@pytest.mark.parametrize("name,fmt,expected", [
+    ("gpt", None, None), ("prefix_lm", None, None), ("bert", None, None),
+    ("t5", None, ROLLING_SPAN), ("t5", "plain", None), ("glm", None, ROLLING_SPAN), ("glm", "gmask", None),
+])  # fmt: skip
+def test_span_infilling_formats_score_running_text_in_short_spans(name, fmt, expected, tokenizer):
+    _, _, scorer = model_and_scorer(name, fmt, tokenizer)
+    assert scorer.span == expected and scorer.settings["span"] == expected  # part of the request cache key
+
+
+def test_span_zero_keeps_whole_windows(tokenizer):
+    model, arch, _ = model_and_scorer("t5", None, tokenizer)
+    whole = family("encoder_decoder").scorer(model, tokenizer, arch, span=0)
+    text = "The old king remembered a field of barley, at last."
+    [(logprob, _)] = whole.loglikelihood([("", text)], 4)
+    assert whole.span is None and whole.loglikelihood_rolling([text], 4)[0] == pytest.approx(logprob, abs=TOLERANCE)
+
+
+@pytest.mark.parametrize("window,span", [(8, 3), (64, 8), (5, 1), (6, 6)])
+def test_span_windows_score_every_token_once(window, span):
+    ids = list(range(100, 140))
+    pieces = span_windows(ids, prefix=2, window=window, span=span)
+    assert [t for _, predicted in pieces for t in predicted] == ids
+    cursor = 0
+    for context, predicted in pieces:
+        assert 1 <= len(predicted) <= min(span, window - 1) and len(context) + len(predicted) <= window
+        assert context == (ids[max(0, cursor - len(context)) : cursor] if cursor else [2])  # the tokens right before
+        assert len(context) == (min(cursor, window - min(span, window - 1)) if cursor else 1)  # as much as fits
+        cursor += len(predicted)
 
 
 @pytest.mark.parametrize("window,stride", [(8, 8), (8, 3), (64, 32), (5, 1)])
@@ -371,6 +409,9 @@ def test_bad_options_and_oversized_continuations_fail_clearly(tokenizer):
         spec.scorer(model, tokenizer, arch, format="prefix_lm")
     with pytest.raises(UserError, match="unknown decoder scorer option 'fromat'"):
         spec.scorer(model, tokenizer, arch, fromat="causal")
+    t5, t5_arch, _ = model_and_scorer("t5", None, tokenizer)
+    with pytest.raises(UserError, match="span=-1 must be a number of tokens >= 1"):
+        family("encoder_decoder").scorer(t5, tokenizer, t5_arch, span=-1)
     for name in ("gpt", "bert", "t5", "glm"):
         _, _, scorer = model_and_scorer(name, None, tokenizer)
         with pytest.raises(UserError, match="does not fit the model's max_len=64"):
