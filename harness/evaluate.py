@@ -94,9 +94,11 @@ def _hub_error(name: str, cache_dir: Any) -> UserError:
 
 
 def _on_gpu(device: str) -> bool:
+    """Whether ArchesLM will score on a GPU: cuda (or auto) where one is visible; it
+    falls back to the CPU when cuda is asked for without one."""
     import torch
 
-    return str(device).startswith("cuda") or (str(device) == "auto" and torch.cuda.is_available())
+    return torch.cuda.is_available() and (device == "auto" or device.startswith("cuda"))
 
 
 def _limit(ev: DictConfig) -> tuple[int | None, str | None]:
