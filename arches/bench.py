@@ -29,6 +29,9 @@ import torch
 from torch import nn
 
 from arches import registry
+from arches.config import auto_switch
+from arches.core import stack
+from arches.core.config import SpeedConfig
 from arches.errors import UserError, unknown
 from arches.tokenizer import MIN_VOCAB_SIZE, SPECIAL_TOKENS, Specials
 
@@ -110,28 +113,28 @@ class Settings:
         presets = [presets] if isinstance(presets, str) else list(presets)
         vocab_size = _integer("vocab_size", values.get("vocab_size"), MIN_VOCAB_SIZE)
         return cls(
-            quick=_switch("quick", values.get("quick", False), on_gpu=False),
+            quick=auto_switch("bench.quick", values.get("quick", False), auto=False),
             presets=tuple(str(p) for p in presets),
             reference=str(values.get("reference", "gpt")),
             device=device,
             precision=precision,
-            compile=_switch("compile", values.get("compile", "auto"), on_gpu),
-            compile_hf=_switch("compile_hf", values.get("compile_hf", False), on_gpu),
-            fused_adamw=_switch("fused_adamw", values.get("fused_adamw", "auto"), on_gpu),
+            compile=auto_switch("bench.compile", values.get("compile", "auto"), on_gpu),
+            compile_hf=auto_switch("bench.compile_hf", values.get("compile_hf", False), on_gpu),
+            fused_adamw=auto_switch("bench.fused_adamw", values.get("fused_adamw", "auto"), on_gpu),
             vocab_size=vocab_size,
             warmup=_integer("warmup", values.get("warmup"), 1),
             steps=_integer("steps", values.get("steps"), 1),
             seed=_integer("seed", values.get("seed", 0), 0),
             peak_tflops=float(peak) if peak is not None else None,
-            hf=_switch("hf", values.get("hf", True), on_gpu),
+            hf=auto_switch("bench.hf", values.get("hf", True), on_gpu),
             shapes=shapes,
             eval=EvalSettings(
-                enabled=_switch("eval.enabled", evaluation.get("enabled", True), on_gpu),
+                enabled=auto_switch("bench.eval.enabled", evaluation.get("enabled", True), on_gpu),
                 questions=_integer("eval.questions", evaluation.get("questions"), 1),
                 choices=_integer("eval.choices", evaluation.get("choices"), 2),
                 context_words=_integer("eval.context_words", evaluation.get("context_words"), 1),
                 batch_size=batch_size,
-                lm_eval=_switch("eval.lm_eval", evaluation.get("lm_eval", True), on_gpu),
+                lm_eval=auto_switch("bench.eval.lm_eval", evaluation.get("lm_eval", True), on_gpu),
             ),
             output=values.get("output"),
             train=registry.plain(train),
@@ -154,14 +157,6 @@ class Settings:
 def _integer(key: str, value: Any, minimum: int) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
         raise UserError(f"bench.{key}={value!r} must be an integer >= {minimum}")
-    return value
-
-
-def _switch(key: str, value: Any, on_gpu: bool) -> bool:
-    if value == "auto":
-        return on_gpu
-    if not isinstance(value, bool):
-        raise UserError(f"bench.{key}={value!r} must be true, false or auto")
     return value
 
 
@@ -476,27 +471,18 @@ def build_model(arch: dict, size: dict, settings: Settings, seq_len: int | None 
     return spec.build(model_cfg, arch).to(settings.device)
 
 
-def speed_settings(model_cfg, settings: Settings):
+def speed_settings(model_cfg, settings: Settings) -> SpeedConfig:
     """The speed switches training applies (`train.attention_backend`, `train.loss_chunk_size`,
     `train.activation_checkpointing`: arches.core.config.SpeedConfig), checked for this
-    model and device, so the bench times what `arches train` runs. None in a harness
-    without them."""
-    try:
-        from arches.core.config import SpeedConfig
-    except ImportError:
-        return None
+    model and device, so the bench times what `arches train` runs."""
     speed = SpeedConfig.from_train(settings.train)
     speed.check(model_cfg, training_on_cpu=not settings.on_gpu)
     return speed
 
 
-def apply_speed(model: nn.Module, settings: Settings) -> dict | None:
+def apply_speed(model: nn.Module, settings: Settings) -> dict:
     speed = speed_settings(model.cfg, settings)
-    if speed is None:
-        return None
-    from arches.core.stack import apply_speed as apply
-
-    apply(model, speed)
+    stack.apply_speed(model, speed)
     return dataclasses.asdict(speed)
 
 

@@ -8,8 +8,11 @@ their kind (2 for user mistakes, 1 for runtime failures). `ARCHES_DEBUG=1` or
 
 from __future__ import annotations
 
+import importlib
 import os
 import sys
+
+from arches.errors import unknown
 
 USAGE = """usage: arches <command> [hydra overrides]
 
@@ -31,6 +34,22 @@ commands:
 """
 
 
+# command -> (module, function), in the order of USAGE
+DATA_COMMANDS = {"prepare": ("arches.data", "prepare_command"), "bigbench": ("harness.bigbench", "bigbench_command")}
+COMMANDS = {
+    "list": ("arches.registry", "list_command"),
+    "train": ("arches.train", "train_command"),
+    "tune": ("arches.tune", "tune_command"),
+    "eval": ("harness.evaluate", "eval_command"),
+    "lm-eval": ("harness.lm", "lm_eval_command"),
+    "compare": ("harness.compare", "compare_command"),
+    "report": ("harness.report", "report_command"),
+    "import-hf": ("arches.interop", "import_command"),
+    "export-hf": ("arches.interop", "export_command"),
+    "bench": ("harness.bench", "bench_command"),
+}
+
+
 def _debug() -> bool:
     return bool(os.environ.get("ARCHES_DEBUG")) or bool(os.environ.get("HYDRA_FULL_ERROR"))
 
@@ -42,71 +61,20 @@ def _dispatch(argv: list[str]) -> int:
     command, rest = argv[0], argv[1:]
     if command == "data":
         sub = rest[0] if rest else ""
-        if sub == "prepare":
-            from arches.data import prepare_command
+        if sub not in DATA_COMMANDS:
+            raise unknown("data command", sub, list(DATA_COMMANDS))
+        return _run(DATA_COMMANDS[sub], rest[1:])
+    if command not in COMMANDS:
+        raise unknown("command", command, ["data", *COMMANDS])
+    return _run(COMMANDS[command], rest)
 
-            prepare_command(rest[1:])
-            return 0
-        if sub == "bigbench":
-            from harness.bigbench import bigbench_command
 
-            bigbench_command(rest[1:])
-            return 0
-        from arches.errors import unknown
-
-        raise unknown("data command", sub, ["prepare", "bigbench"])
-    if command == "list":
-        from arches.registry import list_command
-
-        list_command(rest)
-        return 0
-    if command == "train":
-        from arches.train import train_command
-
-        train_command(rest)
-        return 0
-    if command == "tune":
-        from arches.tune import tune_command
-
-        tune_command(rest)
-        return 0
-    if command == "eval":
-        from harness.evaluate import eval_command
-
-        eval_command(rest)
-        return 0
-    if command == "lm-eval":
-        from harness.lm import lm_eval_command
-
-        return lm_eval_command(rest)
-    if command == "compare":
-        from harness.compare import compare_command
-
-        compare_command(rest)
-        return 0
-    if command == "report":
-        from harness.report import report_command
-
-        report_command(rest)
-        return 0
-    if command == "import-hf":
-        from arches.interop import import_command
-
-        import_command(rest)
-        return 0
-    if command == "export-hf":
-        from arches.interop import export_command
-
-        export_command(rest)
-        return 0
-    if command == "bench":
-        from harness.bench import bench_command
-
-        bench_command(rest)
-        return 0
-    from arches.errors import unknown
-
-    raise unknown("command", command, ["data", "list", "train", "tune", "eval", "lm-eval", "compare", "report", "import-hf", "export-hf", "bench"])
+def _run(target: tuple[str, str], argv: list[str]) -> int:
+    """Import the command's module only now (`arches list` need not load lm-eval) and run it;
+    a command returns None, or its own exit code (lm-eval's CLI)."""
+    module, function = target
+    code = getattr(importlib.import_module(module), function)(argv)
+    return 0 if code is None else code
 
 
 def _one_line(text: str) -> str:

@@ -18,6 +18,16 @@ from arches.errors import UserError, unknown
 CONFIG_NAME = "config"
 
 
+def auto_switch(key: str, value, auto: bool) -> bool:
+    """A setting that is true, false or `auto` (which takes `auto`, e.g. "on a GPU");
+    anything else is one line naming the key and the valid values."""
+    if value == "auto":
+        return auto
+    if not isinstance(value, bool):
+        raise UserError(f"{key}={value!r} is not valid; choose one of: auto, true, false")
+    return value
+
+
 def sweeps_dir() -> Path:
     return Path(str(resources.files("sweeps")))
 

@@ -13,7 +13,8 @@ import torch
 from torch import nn
 
 from arches.core.stack import IGNORE_INDEX
-from arches.errors import RunFailure, UserError
+from arches.config import auto_switch
+from arches.errors import RunFailure
 
 
 def warmup_cosine(step: int, total_steps: int, warmup_steps: int, min_ratio: float) -> float:
@@ -28,9 +29,7 @@ def fused_adamw(setting, device: torch.device) -> bool:
     """train.fused_adamw: `auto` fuses on a GPU only (one kernel for the whole update
     instead of a loop of foreach ops: torch.optim.AdamW's `fused`), so a CPU run keeps
     the foreach update it has always had; true fuses on a CPU too (torch >= 2.4)."""
-    if not (setting == "auto" or isinstance(setting, bool)):
-        raise UserError(f"train.fused_adamw={setting!r} is not valid; choose one of: auto, true, false")
-    return device.type == "cuda" if setting == "auto" else bool(setting)
+    return auto_switch("train.fused_adamw", setting, device.type == "cuda")
 
 
 def adamw(model: nn.Module, cfg: dict, fused: bool) -> torch.optim.AdamW:

@@ -31,7 +31,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
-from arches.config import check_overrides, compose, sweeps_dir, to_container
+from arches.config import auto_switch, check_overrides, compose, sweeps_dir, to_container
 from arches.errors import ArchesError, RunFailure, UserError, write_failure
 from arches.run import (
     CHECKPOINT_DIR,
@@ -122,9 +122,7 @@ def compile_wanted(setting, gpu: bool) -> bool:
     """trainer.compile: `auto` compiles the model (torch.compile, inductor) on a GPU
     only, where it pays; on a CPU the first steps would spend longer compiling than
     a small run trains. true/false force it."""
-    if not (setting == "auto" or isinstance(setting, bool)):
-        raise UserError(f"trainer.compile={setting!r} is not valid; choose one of: auto, true, false")
-    return gpu if setting == "auto" else setting
+    return auto_switch("trainer.compile", setting, gpu)
 
 
 def _resume_mode(cfg: DictConfig) -> str:

@@ -184,10 +184,7 @@ def test_bad_input_is_one_line_and_exit_2(args, message, capsys) -> None:
 
 def test_the_training_speed_switches_are_checked_before_anything_runs(capsys) -> None:
     from arches.cli import main
-    from arches.core import config
 
-    if not hasattr(config, "SpeedConfig"):
-        pytest.skip("this harness has no speed switches (arches.core.config.SpeedConfig)")
     with pytest.raises(SystemExit) as exit_:
         main(["bench", "--quick", "arch=glm", "train.attention_backend=nope"])
     assert exit_.value.code == 2
