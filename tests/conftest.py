@@ -90,3 +90,16 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+# A tiny multiple-choice task's rows: (question, choices, index of the answer).
+CHOICE_QUESTIONS = [
+    ("Who walked through the silent harbour?", ["the old king", "a letter", "the river"], 0),
+    ("What did the sailor long for?", ["the burning city", "the winter sea", "a weary traveller"], 1),
+    ("Where did the shepherd return?", ["his father's house", "at last", "the fool"], 0),
+    ("What did the queen forget?", ["under the stars", "her brother", "a letter"], 2),
+    ("Who sang about the market square?", ["my gentle friend", "in the rain", "before the dawn"], 0),
+    ("What did the fool dream of?", ["without a word", "a distant mountain", "and wept"], 1),
+    ("When did the captain weep?", ["the river", "the forest", "as the bells rang"], 2),
+    ("Who wrote about a field of barley?", ["her brother", "for many years", "a letter"], 0),
+]

@@ -21,7 +21,7 @@ import yaml
 
 transformers = pytest.importorskip("transformers")
 
-from conftest import tiny_text  # noqa: E402
+from conftest import CHOICE_QUESTIONS, tiny_text  # noqa: E402
 
 from arches.cli import main  # noqa: E402
 from arches.core import ModelConfig  # noqa: E402
@@ -222,21 +222,12 @@ def test_an_arches_trained_model_exports_too(tmp_path):
 
 # --------------------------------------------------------------------------- scoring parity with lm-eval's hf backend
 
-QUESTIONS = [
-    ("Who walked through the silent harbour?", ["the old king", "a letter", "the river"], 0),
-    ("What did the sailor long for?", ["the burning city", "the winter sea", "a weary traveller"], 1),
-    ("Where did the shepherd return?", ["his father's house", "at last", "the fool"], 0),
-    ("What did the queen forget?", ["under the stars", "her brother", "a letter"], 2),
-    ("Who sang about the market square?", ["my gentle friend", "in the rain", "before the dawn"], 0),
-    ("When did the captain weep?", ["the river", "the forest", "as the bells rang"], 2),
-]
-
 
 @pytest.fixture(scope="module")
 def choice_task(tmp_path_factory):
     folder = tmp_path_factory.mktemp("task")
     data = folder / "data.jsonl"
-    data.write_text("".join(json.dumps({"question": q, "choices": c, "answer": a}) + "\n" for q, c, a in QUESTIONS))
+    data.write_text("".join(json.dumps({"question": q, "choices": c, "answer": a}) + "\n" for q, c, a in CHOICE_QUESTIONS))
     (folder / "interop_choice.yaml").write_text(textwrap.dedent(f"""
         task: interop_choice
         dataset_path: json
@@ -275,7 +266,7 @@ def test_scores_through_arches_equal_lm_evals_hf_backend(name, model_args, check
     run = import_hf(str(folder), overrides=[f"results_dir={tmp_path}"])
     ours = per_request(ArchesLM(run=run, batch_size=4, cache=False, **model_args), choice_task)
     theirs = per_request(HFLM(pretrained=str(folder), device="cpu", batch_size=4, dtype="float32"), choice_task)
-    assert len(ours) == len(theirs) == sum(len(c) for _, c, _ in QUESTIONS)
+    assert len(ours) == len(theirs) == sum(len(c) for _, c, _ in CHOICE_QUESTIONS)
     assert max(abs(a - b) for a, b in zip(ours, theirs)) <= TOLERANCE
     assert len(set(round(x, 3) for x in ours)) > 3  # the scores differ from request to request
 

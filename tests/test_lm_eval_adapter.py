@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import CHOICE_QUESTIONS
 from lm_eval.api.instance import Instance
 from test_scorers import build_model, requests, tokenizer  # noqa: F401  (the session tokenizer fixture)
 
@@ -52,25 +53,13 @@ def runs(tmp_path_factory, tokenizer):
     return {name: make_run(root / name, name, tokenizer) for name in ("gpt", "bert", "t5")}
 
 
-QUESTIONS = [
-    ("Who walked through the silent harbour?", ["the old king", "a letter", "the river"], 0),
-    ("What did the sailor long for?", ["the burning city", "the winter sea", "a weary traveller"], 1),
-    ("Where did the shepherd return?", ["his father's house", "at last", "the fool"], 0),
-    ("What did the queen forget?", ["under the stars", "her brother", "a letter"], 2),
-    ("Who sang about the market square?", ["my gentle friend", "in the rain", "before the dawn"], 0),
-    ("What did the fool dream of?", ["without a word", "a distant mountain", "and wept"], 1),
-    ("When did the captain weep?", ["the river", "the forest", "as the bells rang"], 2),
-    ("Who wrote about a field of barley?", ["her brother", "for many years", "a letter"], 0),
-]
-
-
 @pytest.fixture(scope="module")
 def task_dir(tmp_path_factory):
     """A tiny local multiple-choice task and a generation task, data loaded by a
     `custom_dataset` function next to the YAML (relative data_files would resolve
     against the working directory)."""
     folder = tmp_path_factory.mktemp("tasks")
-    rows = [{"question": q, "choices": c, "answer": a} for q, c, a in QUESTIONS]
+    rows = [{"question": q, "choices": c, "answer": a} for q, c, a in CHOICE_QUESTIONS]
     (folder / "tiny_loader.py").write_text(textwrap.dedent(f"""
         from datasets import Dataset, DatasetDict
 
@@ -211,14 +200,14 @@ def test_few_shot_prompts_reach_the_scorer_as_lm_eval_builds_them(runs, task_dir
     samples = results["samples"]["tiny_choice"]
     sent = sorted(tuple(arguments) for sample in samples for arguments in sample["arguments"])
     assert sorted(scorer.pairs) == sent and len(sent) == 4 * 3
-    train_questions = {q for q, _, _ in QUESTIONS[:4]}
+    train_questions = {q for q, _, _ in CHOICE_QUESTIONS[:4]}
     for context, continuation in scorer.pairs:
         blocks = context.split("\n\n")
         assert len(blocks) == 3 and blocks[-1].startswith("Q: ") and blocks[-1].endswith("\nA:")
         for shot in blocks[:2]:  # two solved training examples, question then answer
             question, answer = shot.removeprefix("Q: ").split("\nA: ")
             assert question in train_questions
-            assert [c[a] for q, c, a in QUESTIONS if q == question] == [answer]
+            assert [c[a] for q, c, a in CHOICE_QUESTIONS if q == question] == [answer]
         assert continuation.startswith(" ")
     assert 0.0 <= results["results"]["tiny_choice"]["acc,none"] <= 1.0
 
