@@ -19,16 +19,18 @@ from torch import nn
 
 from arches.core import FamilySpec, LMHead, ModelConfig, Transformer, masks
 from arches.core.attention import KVCache
-from arches.core.flops import (
-    TRAINING_MULTIPLIER,
-    causal_mean_context,
-    head_flops,
-    layer_forward_flops,
-    prefix_mean_context,
+from arches.core.flops import TRAINING_MULTIPLIER, expected, head_flops, stack_forward_flops
+from arches.core.noise import (
+    batch_rng,
+    check_sentinel_capacity,
+    pad_labels,
+    pad_stack,
+    random_spans_noise_mask,
+    span_corrupt,
+    span_counts,
 )
-from arches.core.noise import batch_rng, pad_labels, pad_stack, random_spans_noise_mask, span_corrupt, span_counts
 from arches.core.positions import document_position_ids
-from arches.core.scoring import BaseScorer, GreedyStops, TokenPair, check_options, choose_format, pad_rows, score_positions, sum_by_request
+from arches.core.scoring import ROLLING_SPAN, BaseScorer, GreedyStops, TokenPair, check_options, choose_format, pad_rows, score_positions, sum_by_request
 from arches.core.stack import IGNORE_INDEX, init_weights
 from arches.errors import UserError
 from arches.tokenizer import Specials
@@ -137,59 +139,108 @@ def collate(
 
 def input_len(arch: dict, seq_len: int) -> int:
     if arch.get("objective", "lm") == "span_corruption":
+        check_sentinel_capacity(arch, seq_len)
         _, spans = span_counts(arch, seq_len)
         return seq_len + 2 * spans + 1  # a sentinel per span on each side, two eos, minus the shift
     return seq_len - 1
 
 
+def trained_lengths(arch: dict, seq_len: int) -> dict[str, int]:
+    """`input`: the longest input row; with span corruption also `target`, the
+    concatenated targets' length (sentinels, spans and eos), which is all a blank in
+    the sentinel format may hold."""
+    lengths = {"input": input_len(arch, seq_len)}
+    if arch.get("objective", "lm") == "span_corruption":
+        noise, spans = span_counts(arch, seq_len)
+        lengths["target"] = noise + spans + 1
+    return lengths
+
+
 def flops_per_token(cfg: ModelConfig, arch: dict, seq_len: int) -> float:
-    """Training FLOPs per window token: every input position runs the whole stack and the head."""
+    """Training FLOPs per window token (arches.core.flops): every input position runs the
+    whole stack; the head runs on every position under full LM, and only on the
+    labelled ones under the prefix objectives (DecoderLM.forward)."""
     length = input_len(arch, seq_len)
-    attended = causal_mean_context(length)
-    if arch.get("prefix_lm"):
-        if arch.get("objective") == "span_corruption":
-            noise, spans = span_counts(arch, seq_len)
-            prefixes = [seq_len - noise + spans + 1]  # the corrupted inputs
-        else:
-            prefixes = list(range(1, length))  # the split point is uniform
-        attended = sum(prefix_mean_context(length, p) for p in prefixes) / len(prefixes)
-    forward = length * (cfg.n_layers * layer_forward_flops(cfg, attended) + head_flops(cfg))
+    objective = arch.get("objective", "lm")
+    if objective == "span_corruption":
+        noise, spans = span_counts(arch, seq_len)
+        labelled = noise + spans + 1  # the targets: a sentinel and its span per span, then eos
+    elif objective == "prefix_lm":
+        # a split p uniform in [1, length - 1] leaves length - p + 1 positions labelled (collate)
+        labelled = expected(lambda prefix_len: length - prefix_len + 1, range(1, length))
+    else:
+        labelled = length
+    forward = stack_forward_flops(cfg, length) + labelled * head_flops(cfg)
     return TRAINING_MULTIPLIER * forward / seq_len
 
 
 # --- scoring (lm-eval): log P(continuation | context), left to right ---
 
-SCORING_FORMATS = ("causal", "prefix_lm")
+SCORING_FORMATS = ("causal", "prefix_lm", "sentinel")
 
 
 class DecoderScorer(BaseScorer):
     """log P(continuation | context), left to right, one forward per right-padded batch
-    (causal attention never looks right, so padding is harmless). Format `prefix_lm`,
-    the default for a non-causal decoder, makes the context the bidirectional prefix it
-    was in training (Wang et al. 2022, ND:PLM); the continuation stays causal."""
+    (causal attention never looks right, so padding is harmless).
+
+    Formats, the default following the checkpoint's objective:
+    - `causal` (full LM): context then continuation.
+    - `prefix_lm` (the prefix-LM objective on a non-causal decoder): the context is the
+      bidirectional prefix it was in training (Wang et al. 2022, ND:PLM); the
+      continuation stays causal.
+    - `sentinel` (span corruption, Wang et al.'s CD:MLM and ND:MLM): the layout of its
+      training rows, T5's inputs then targets (Raffel et al. 2020 §3.1.4): `context
+      <extra_id_0> <eos>` as the inputs (the bidirectional prefix on a non-causal
+      decoder), then `<extra_id_0> continuation` as the targets, so the continuation
+      fills the blank; a continuation longer than the trained targets is scored as
+      successive blanks."""
 
     family = "decoder"
 
-    def attention(self, tokens: torch.Tensor, context_lens: list[int]) -> dict:
-        if self.format != "prefix_lm":
+    def __init__(self, *args, **kwargs) -> None:
+        # the sentinel format spends three tokens on its markers
+        self.rolling_margin = 3 if args[3] == "sentinel" else 0
+        super().__init__(*args, **kwargs)
+
+    @property
+    def fills_blanks(self) -> bool:
+        return self.format == "sentinel"
+
+    def continuation_room(self) -> int:
+        if self.format == "sentinel":
+            return min(self.trained.get("target", self.max_len) - 1, self.max_len - 3)
+        return self.max_len
+
+    def markers(self) -> tuple[list[int], list[int]]:
+        """(tokens closing the context, tokens opening the continuation) in this format."""
+        if self.format == "sentinel":
+            blank = self.specials.sentinels[0]
+            return [blank, self.specials.eos], [blank]
+        return [], []
+
+    def attention(self, tokens: torch.Tensor, prefix_lens: list[int]) -> dict:
+        if not self.model.non_causal_prefix or self.format == "causal":
             return {"mask": None, "is_causal": True}
-        batch = {"input_ids": tokens, "prefix_len": torch.tensor(context_lens, device=tokens.device)}
+        batch = {"input_ids": tokens, "prefix_len": torch.tensor(prefix_lens, device=tokens.device)}
         return {"mask": self.model.attention_mask(batch)}
 
     def score_batch(self, requests: list[TokenPair]) -> list[tuple[float, bool]]:
-        rows, context_lens, owners, positions, targets = [], [], [], [], []
+        closing, opening = self.markers()
+        rows, prefix_lens, owners, positions, targets = [], [], [], [], []
         for index, (context, continuation) in enumerate(requests):
-            self.check_fits(continuation, self.max_len)
-            ids = (context + continuation)[-(self.max_len + 1) :]  # context cut from the left
-            kept_context = len(ids) - len(continuation)
+            self.check_fits(continuation, self.continuation_room())
+            # the row: context (cut from the left), markers, continuation; the last token is never input
+            room = self.max_len + 1 - len(closing) - len(opening) - len(continuation)
+            ids = context[-room:] + closing + opening + continuation
+            prefix_lens.append(len(ids) - len(opening) - len(continuation))
+            first = len(ids) - len(continuation)
             rows.append(ids[:-1])
-            context_lens.append(kept_context)
             for offset, token in enumerate(continuation):  # input position p predicts token p + 1
                 owners.append(index)
-                positions.append(kept_context - 1 + offset)
+                positions.append(first - 1 + offset)
                 targets.append(token)
         tokens, _ = pad_rows(rows, self.specials.pad, self.device)
-        hidden = self.model.body(tokens, **self.attention(tokens, context_lens))  # (B, T, D)
+        hidden = self.model.body(tokens, **self.attention(tokens, prefix_lens))  # (B, T, D)
         logprobs, greedy = score_positions(self.model.head, hidden, owners, positions, targets)
         return sum_by_request(owners, logprobs, greedy, len(requests))
 
@@ -198,16 +249,25 @@ class DecoderScorer(BaseScorer):
         """Greedy decoding with the KV cache. Contexts are left-padded; learned and
         rotary positions count real tokens only, while ALiBi (relative) keeps the
         default positions its cached keys were built with."""
-        max_tokens = max(0, min(max_tokens, self.max_len - 1))
-        stops = GreedyStops(self.tokenizer, until, {self.specials.eos}, max_tokens)
+        closing, opening = self.markers()
+        # generation stays inside the trained input (and, for sentinels, the trained targets)
+        max_tokens = max(0, min(max_tokens, self.continuation_room(), self.max_len - 1 - len(closing) - len(opening)))
+        stop_ids = {self.specials.eos} | (set(self.specials.sentinels) if self.format == "sentinel" else set())
+        stops = GreedyStops(self.tokenizer, until, stop_ids, max_tokens)
         if max_tokens == 0:
             return stops.results()
-        rows = [self.generation_context(c, self.max_len - max_tokens) for c in contexts]
+        room = self.max_len - max_tokens - len(closing) - len(opening)
+        rows = [self.generation_context(c, room) + closing + opening for c in contexts]
         tokens, is_real = pad_rows(rows, self.specials.pad, self.device, left=True)
         length = tokens.shape[1]
         counted = self.model.cfg.position in ("learned", "rope")
         positions = (is_real.long().cumsum(1) - 1).clamp(min=0)
-        base = masks.bidirectional(length, self.device) if self.format == "prefix_lm" else masks.causal(length, self.device)
+        if self.model.non_causal_prefix and self.format != "causal":
+            # the context (with the sentinel format's closing markers) is the bidirectional prefix
+            prefix_len = torch.full((tokens.shape[0],), length - len(opening), device=self.device)
+            base = masks.prefix(length, prefix_len)
+        else:
+            base = masks.causal(length, self.device)
         cache = KVCache()
         hidden = self.model.body(
             tokens, mask=masks.combine(base, masks.padding(is_real)), position_ids=positions if counted else None, cache=cache
@@ -224,15 +284,31 @@ class DecoderScorer(BaseScorer):
             next_positions = next_positions + 1
 
 
-def scorer(model: DecoderLM, tokenizer, arch: dict, **options) -> DecoderScorer:
-    """Options: `format` (causal | prefix_lm; default from the arch), `stride` (tokens
-    newly scored per rolling window; default max_len // 2)."""
-    check_options("decoder", options, ("format", "stride"))
-    default = "prefix_lm" if arch.get("prefix_lm") else "causal"
-    chosen = choose_format("decoder", options.get("format"), default, SCORING_FORMATS)
+def default_format(arch: dict) -> str:
+    """The format a checkpoint's objective trained it for."""
+    if arch.get("objective", "lm") == "span_corruption":
+        return "sentinel"
+    return "prefix_lm" if arch.get("prefix_lm") else "causal"
+
+
+def scorer(model: DecoderLM, tokenizer, arch: dict, trained: dict | None = None, **options) -> DecoderScorer:
+    """Options: `format` (causal | prefix_lm | sentinel; default from the objective),
+    `stride` (tokens newly scored per rolling window; default half a window), `span`
+    (tokens predicted per rolling window, 0 for whole windows; default ROLLING_SPAN
+    in the sentinel format, whose blanks are T5's short spans)."""
+    check_options("decoder", options, ("format", "stride", "span"))
+    chosen = choose_format("decoder", options.get("format"), default_format(arch), SCORING_FORMATS)
     if chosen == "prefix_lm" and not model.non_causal_prefix:
         raise UserError("format=prefix_lm needs a non-causal decoder (arch.prefix_lm: true); this one is causal: use format=causal")
-    return DecoderScorer(model, tokenizer, arch, chosen, options.get("stride"))
+    if chosen == "sentinel" and arch.get("objective", "lm") != "span_corruption":
+        raise UserError(
+            f"format=sentinel asks a decoder trained with arch.objective={arch.get('objective', 'lm')} to fill a "
+            f"T5 sentinel blank it never saw; use format={default_format(arch)} (its objective's format)"
+        )
+    if chosen == "sentinel" and not Specials.from_tokenizer(tokenizer, arch.get("special_tokens")).sentinels:
+        raise UserError("format=sentinel needs sentinel tokens (<extra_id_0>), which this tokenizer lacks")
+    span = options.get("span", ROLLING_SPAN if chosen == "sentinel" else None)
+    return DecoderScorer(model, tokenizer, arch, chosen, options.get("stride"), span, trained)
 
 
 SPEC = FamilySpec(
@@ -243,4 +319,5 @@ SPEC = FamilySpec(
     flops_per_token=flops_per_token,
     objectives=OBJECTIVES,
     scorer=scorer,
+    trained_lengths=trained_lengths,
 )

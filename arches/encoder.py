@@ -1,9 +1,11 @@
 """The encoder family: a bidirectional stack with a masked-LM head (BERT,
-Devlin et al. 2019, §3.1): 15% of positions are chosen; of those, 80% become
+Devlin et al. 2019, §3.1): 15% of the positions holding ordinary (not special)
+tokens are chosen; of those, 80% become
 [MASK], 10% a random token and 10% stay the same; the loss is on the chosen ones."""
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 
 import numpy as np
@@ -11,7 +13,7 @@ import torch
 from torch import nn
 
 from arches.core import FamilySpec, LMHead, ModelConfig, Transformer, masks
-from arches.core.flops import TRAINING_MULTIPLIER, head_flops, layer_forward_flops
+from arches.core.flops import TRAINING_MULTIPLIER, head_flops, stack_forward_flops
 from arches.core.noise import batch_rng
 from arches.core.positions import document_position_ids
 from arches.core.scoring import (
@@ -29,7 +31,7 @@ from arches.core.scoring import (
 )
 from arches.core.stack import IGNORE_INDEX, init_weights
 from arches.errors import UserError
-from arches.tokenizer import SPECIAL_TOKENS, Specials
+from arches.tokenizer import SPECIAL_ROLES, SPECIAL_TOKENS, Specials
 
 OBJECTIVES = ("mlm",)
 
@@ -66,14 +68,27 @@ def build(cfg: ModelConfig, arch: dict) -> EncoderMLM:
     return EncoderMLM(cfg)
 
 
+@functools.cache
+def special_ids(specials: Specials) -> np.ndarray:
+    """The ids of every special token the tokenizer has (roles and sentinels)."""
+    roles = [getattr(specials, role) for role in SPECIAL_ROLES]
+    return np.array(sorted({i for i in [*roles, *specials.sentinels] if i is not None}), dtype=np.int64)
+
+
 def mask_tokens(
     tokens: np.ndarray, rng: np.random.Generator, specials: Specials, vocab_size: int, mask_rate: float = 0.15
 ) -> tuple[np.ndarray, np.ndarray]:
     """BERT's corruption of one sequence: (corrupted inputs, labels with IGNORE_INDEX
-    where no loss is taken). Exactly round(mask_rate * T) positions are chosen, so the
-    rate does not vary from batch to batch."""
+    where no loss is taken). Only positions holding ordinary tokens are chosen, exactly
+    round(mask_rate * N) of the N there are (at least one), so the rate does not vary
+    from batch to batch."""
     length = len(tokens)
-    chosen = rng.choice(length, size=max(1, round(mask_rate * length)), replace=False)
+    # a special token (<eos> between packed documents, padding) is never a target, as
+    # BERT's create_pretraining_data.py never chooses [CLS] or [SEP]; on short documents
+    # <eos> would otherwise be some 5% of the targets
+    eligible = np.flatnonzero(~np.isin(tokens, special_ids(specials)))
+    count = min(len(eligible), max(1, round(mask_rate * len(eligible))))
+    chosen = rng.choice(eligible, size=count, replace=False)
     labels = np.full(length, IGNORE_INDEX, dtype=np.int64)
     labels[chosen] = tokens[chosen]
     inputs = tokens.copy()
@@ -115,8 +130,13 @@ def input_len(arch: dict, seq_len: int) -> int:
 
 
 def flops_per_token(cfg: ModelConfig, arch: dict, seq_len: int) -> float:
-    forward = cfg.n_layers * layer_forward_flops(cfg, seq_len) + head_flops(cfg)
-    return TRAINING_MULTIPLIER * forward
+    """Training FLOPs per window token (arches.core.flops): the whole window runs the
+    stack; only the chosen positions run the MLM head (EncoderMLM.forward), as many as
+    `mask_tokens` chooses in a window of ordinary tokens (one holding special tokens,
+    <eos> between packed documents, has a few fewer)."""
+    chosen = min(seq_len, max(1, round(arch.get("mask_rate", 0.15) * seq_len)))
+    forward = stack_forward_flops(cfg, seq_len) + chosen * head_flops(cfg)
+    return TRAINING_MULTIPLIER * forward / seq_len
 
 
 # --- scoring (lm-eval): pseudo-log-likelihood ---
@@ -186,11 +206,15 @@ class EncoderScorer(BaseScorer):
         )
 
 
-def scorer(model: EncoderMLM, tokenizer, arch: dict, **options) -> EncoderScorer:
+def scorer(model: EncoderMLM, tokenizer, arch: dict, trained: dict | None = None, **options) -> EncoderScorer:
     """Options: `format` (pll_word_l2r | pll), `stride` (tokens newly scored per rolling window)."""
     check_options("encoder", options, ("format", "stride"))
     chosen = choose_format("encoder", options.get("format"), "pll_word_l2r", SCORING_FORMATS)
-    return EncoderScorer(model, tokenizer, arch, chosen, options.get("stride"))
+    return EncoderScorer(model, tokenizer, arch, chosen, options.get("stride"), trained=trained)
+
+
+def trained_lengths(arch: dict, seq_len: int) -> dict[str, int]:
+    return {"input": seq_len}
 
 
 SPEC = FamilySpec(
@@ -201,4 +225,5 @@ SPEC = FamilySpec(
     flops_per_token=flops_per_token,
     objectives=OBJECTIVES,
     scorer=scorer,
+    trained_lengths=trained_lengths,
 )

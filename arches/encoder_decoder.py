@@ -23,8 +23,16 @@ from torch import nn
 
 from arches.core import FamilySpec, LMHead, ModelConfig, Transformer, masks
 from arches.core.attention import KVCache
-from arches.core.flops import TRAINING_MULTIPLIER, causal_mean_context, head_flops, layer_forward_flops, memory_kv_flops
-from arches.core.noise import batch_rng, pad_labels, pad_stack, random_spans_noise_mask, span_corrupt, span_counts
+from arches.core.flops import TRAINING_MULTIPLIER, expected, head_flops, memory_kv_flops, stack_forward_flops
+from arches.core.noise import (
+    batch_rng,
+    check_sentinel_capacity,
+    pad_labels,
+    pad_stack,
+    random_spans_noise_mask,
+    span_corrupt,
+    span_counts,
+)
 from arches.core.scoring import ROLLING_SPAN, BaseScorer, GreedyStops, TokenPair, check_options, choose_format, pad_rows, score_positions, sum_by_request
 from arches.core.stack import init_weights
 from arches.errors import UserError
@@ -124,23 +132,39 @@ def collate(arch: dict, specials: Specials, seq_len: int, seed: int = 0, vocab_s
 
 
 def input_len(arch: dict, seq_len: int) -> int:
+    if arch.get("objective", "span_corruption") == "span_corruption":
+        check_sentinel_capacity(arch, seq_len)
     return seq_len + 1  # the longest encoder input (or target) of a window, with eos
 
 
-def flops_per_token(cfg: ModelConfig, arch: dict, seq_len: int) -> float:
-    """Encoder tokens run the encoder; decoder tokens run the decoder (with cross-attention)
-    and the head. Counted for the mean split of a window."""
+def trained_lengths(arch: dict, seq_len: int) -> dict[str, int]:
+    """`input`: the longest encoder input; `target`: the longest decoder input. Span
+    corruption's are fixed (the corrupted window with eos; sentinels, spans and eos);
+    the prefix LM's split leaves at least one token on each side."""
     if arch.get("objective", "span_corruption") == "span_corruption":
         noise, spans = span_counts(arch, seq_len)
-        encoder_len, decoder_len = seq_len - noise + spans + 1, noise + spans + 1
+        return {"input": seq_len - noise + spans + 1, "target": noise + spans + 1}
+    return {"input": seq_len - 1, "target": seq_len - 1}
+
+
+def flops_per_token(cfg: ModelConfig, arch: dict, seq_len: int) -> float:
+    """Training FLOPs per window token (arches.core.flops): encoder tokens run the
+    encoder, and give each decoder layer its cross-attention keys and values; decoder
+    tokens run the decoder, attending to the whole memory, and the head, which every
+    target position takes. Prefix LM: the exact mean over its uniform split."""
+
+    def forward(encoder_len: int, decoder_len: int) -> float:
+        encoder = stack_forward_flops(cfg, encoder_len) + encoder_len * cfg.n_layers * memory_kv_flops(cfg)
+        decoder = stack_forward_flops(cfg, decoder_len, cross_attended=encoder_len) + decoder_len * head_flops(cfg)
+        return encoder + decoder
+
+    if arch.get("objective", "span_corruption") == "span_corruption":
+        noise, spans = span_counts(arch, seq_len)
+        mean = forward(seq_len - noise + spans + 1, noise + spans + 1)  # each with its eos
     else:
-        encoder_len, decoder_len = seq_len / 2, seq_len / 2
-    encoder = encoder_len * cfg.n_layers * (layer_forward_flops(cfg, encoder_len) + memory_kv_flops(cfg))
-    decoder = decoder_len * (
-        cfg.n_layers * layer_forward_flops(cfg, causal_mean_context(decoder_len), cross_attended=encoder_len)
-        + head_flops(cfg)
-    )
-    return TRAINING_MULTIPLIER * (encoder + decoder) / seq_len
+        # the first `split` tokens go to the encoder, the rest to the decoder (collate)
+        mean = expected(lambda split: forward(split, seq_len - split), range(1, seq_len))
+    return TRAINING_MULTIPLIER * mean / seq_len
 
 
 # --- scoring (lm-eval): context -> encoder, continuation scored by the decoder ---
@@ -163,6 +187,14 @@ class EncoderDecoderScorer(BaseScorer):
     family = "encoder_decoder"
     rolling_margin = 2
 
+    @property
+    def fills_blanks(self) -> bool:
+        return self.format == "t5_sentinel"
+
+    def continuation_room(self) -> int:
+        # the decoder reads its start markers and all but the last continuation token
+        return self.trained.get("target", self.max_len) - len(self.decoder_start()) + 1
+
     def encoder_input(self, context: list[int]) -> list[int]:
         if self.format == "t5_sentinel":
             return context[-(self.max_len - 2) :] + [self.specials.sentinels[0], self.specials.eos]
@@ -183,7 +215,7 @@ class EncoderDecoderScorer(BaseScorer):
         start = self.decoder_start()
         encoder_rows, decoder_rows, owners, positions, targets = [], [], [], [], []
         for index, (context, continuation) in enumerate(requests):
-            self.check_fits(continuation, self.max_len - len(start) + 1)
+            self.check_fits(continuation, self.continuation_room(), "target")
             encoder_rows.append(self.encoder_input(context))
             decoder_rows.append(start + continuation[:-1])
             for offset, token in enumerate(continuation):
@@ -198,14 +230,14 @@ class EncoderDecoderScorer(BaseScorer):
 
     def probe_pair(self) -> TokenPair:
         # the longest encoder input and the longest decoder input at once
-        return [self.specials.eos] * self.max_len, [self.specials.eos] * (self.max_len - len(self.decoder_start()) + 1)
+        return [self.specials.eos] * self.max_len, [self.specials.eos] * self.continuation_room()
 
     @torch.inference_mode()
     def generate(self, contexts: list[str], until: list[list[str]], max_tokens: int) -> list[str]:
         """Greedy decoding with the decoder's KV cache; the encoder runs once. In the
         T5 format the answer ends at the next sentinel."""
         start = self.decoder_start()
-        max_tokens = max(0, min(max_tokens, self.max_len - len(start)))
+        max_tokens = max(0, min(max_tokens, self.continuation_room()))  # inside the trained targets
         stop_ids = {self.specials.eos} | (set(self.specials.sentinels) if self.format == "t5_sentinel" else set())
         stops = GreedyStops(self.tokenizer, until, stop_ids, max_tokens)
         if max_tokens == 0:
@@ -222,7 +254,7 @@ class EncoderDecoderScorer(BaseScorer):
             hidden = self.model.decoder(next_ids[:, None], memory=memory, memory_mask=memory_mask, cache=cache)
 
 
-def scorer(model: EncoderDecoderLM, tokenizer, arch: dict, **options) -> EncoderDecoderScorer:
+def scorer(model: EncoderDecoderLM, tokenizer, arch: dict, trained: dict | None = None, **options) -> EncoderDecoderScorer:
     """Options: `format` (t5_sentinel | plain | plain_eos; default t5_sentinel for span corruption,
     plain for prefix LM), `stride` (tokens newly scored per rolling window), `span`
     (tokens predicted per rolling window, 0 for whole windows; default ROLLING_SPAN
@@ -231,8 +263,13 @@ def scorer(model: EncoderDecoderLM, tokenizer, arch: dict, **options) -> Encoder
     check_options("encoder_decoder", options, ("format", "stride", "span"))
     default = "t5_sentinel" if arch.get("objective", "span_corruption") == "span_corruption" else "plain"
     chosen = choose_format("encoder_decoder", options.get("format"), default, SCORING_FORMATS)
+    if chosen == "t5_sentinel" and default != "t5_sentinel":
+        raise UserError(
+            f"format=t5_sentinel asks an encoder_decoder trained with arch.objective={arch.get('objective')} to fill "
+            f"a sentinel blank it never saw; use format={default} (its objective's format)"
+        )
     span = options.get("span", ROLLING_SPAN if chosen == "t5_sentinel" else None)
-    scorer = EncoderDecoderScorer(model, tokenizer, arch, chosen, options.get("stride"), span)
+    scorer = EncoderDecoderScorer(model, tokenizer, arch, chosen, options.get("stride"), span, trained)
     if chosen == "t5_sentinel" and not scorer.specials.sentinels:
         raise UserError("format=t5_sentinel needs sentinel tokens (<extra_id_0>), which this tokenizer lacks; use format=plain_eos")
     return scorer
@@ -246,4 +283,5 @@ SPEC = FamilySpec(
     flops_per_token=flops_per_token,
     objectives=OBJECTIVES,
     scorer=scorer,
+    trained_lengths=trained_lengths,
 )

@@ -25,7 +25,7 @@ from torch import nn
 
 from arches.core import FamilySpec, LMHead, ModelConfig, Transformer, masks
 from arches.core.attention import KVCache
-from arches.core.flops import TRAINING_MULTIPLIER, head_flops, layer_forward_flops, prefix_mean_context
+from arches.core.flops import TRAINING_MULTIPLIER, expected, head_flops, stack_forward_flops
 from arches.core.noise import batch_rng, pad_labels, pad_stack
 from arches.core.scoring import ROLLING_SPAN, BaseScorer, GreedyStops, TokenPair, check_options, choose_format, pad_rows, score_positions, sum_by_request
 from arches.core.stack import IGNORE_INDEX, init_weights
@@ -72,22 +72,30 @@ class BlankInfilling:
 
 
 def sample_spans(rng: np.random.Generator, length: int, mask_rate: float, poisson_lambda: float) -> list[tuple[int, int]]:
-    """Non-overlapping (start, end) spans covering round(mask_rate * length) tokens, with
-    lengths from Poisson(λ) (at least 1; the last one cut to the budget), placed uniformly."""
-    budget = max(1, round(mask_rate * length))
+    """Sorted (start, end) spans covering round(mask_rate * length) tokens (at least 1, at
+    most all), with lengths from Poisson(λ) (at least 1; the last one cut to the budget),
+    placed uniformly with at least one kept token between neighbouring spans."""
+    budget = min(length, max(1, round(mask_rate * length)))
     lengths: list[int] = []
     while sum(lengths) < budget:
         lengths.append(min(max(1, int(rng.poisson(poisson_lambda))), budget - sum(lengths)))
     order = rng.permutation(len(lengths))
     lengths = [lengths[i] for i in order]
     kept = length - budget
-    # stars and bars: where the spans fall among the kept tokens
-    slots = np.sort(rng.choice(kept + len(lengths), size=len(lengths), replace=False))
-    spans, cursor = [], 0
-    for index, (slot, span_length) in enumerate(zip(slots, lengths)):
-        start = int(slot) - index + cursor
+    # k spans need k - 1 kept tokens between them; a budget that leaves fewer merges
+    # neighbouring spans (fewer, longer ones) and keeps the masked count
+    while len(lengths) - 1 > kept:
+        lengths[-2:] = [lengths[-2] + lengths[-1]]
+    # THUDM/GLM blocklm_utils.py `sample_spans`: each span's place among the
+    # kept - (k - 1) free kept tokens, uniform (repeats allowed), sorted; one kept token
+    # after every span, so two spans never touch
+    free = kept - (len(lengths) - 1)
+    places = np.sort(rng.integers(0, free + 1, size=len(lengths)))
+    spans, offset = [], 0
+    for place, span_length in zip(places.tolist(), lengths):
+        start = offset + place
         spans.append((start, start + span_length))
-        cursor += span_length
+        offset += span_length + 1
     return spans
 
 
@@ -177,14 +185,84 @@ def input_len(arch: dict, seq_len: int) -> int:
     return seq_len + 1
 
 
+# A [MASK] blank may hold a span length that at least this share of training spans
+# reaches: block-position rows past it get (almost) no updates. At λ=3 it is 10 tokens
+# (P(span >= 10) = 0.1%), while a span of 14 is drawn about once in 500,000.
+TRAINED_SPAN_SHARE = 1e-3
+
+
+def longest_trained_span(arch: dict, seq_len: int) -> int:
+    """The longest [MASK] span `sample_spans` draws in at least TRAINED_SPAN_SHARE of
+    its spans: lengths are max(1, Poisson(λ)), cut to the masked budget."""
+    from scipy.stats import poisson
+
+    budget = max(1, round(arch.get("mask_rate", 0.15) * seq_len))
+    length = 1
+    while length < budget and poisson.sf(length, arch.get("poisson_lambda", 3.0)) >= TRAINED_SPAN_SHARE:
+        length += 1  # sf(k) = P(X > k) = P(X >= k + 1)
+    return length
+
+
+def trained_lengths(arch: dict, seq_len: int) -> dict[str, int]:
+    """`input`: the longest Part A (the window, spans folded into [MASK]s); `mask_span`:
+    the longest [MASK] blank it trained (block ids up to one more); with [gMASK]
+    windows (`gmask_ratio` > 0), `gmask_span` and `gmask_input`: the longest
+    document-level span and the longest Part A beside it."""
+    lengths = {"input": seq_len, "mask_span": longest_trained_span(arch, seq_len)}
+    if arch.get("gmask_ratio", 0.0) > 0:
+        lengths["gmask_span"] = seq_len - 1
+        lengths["gmask_input"] = seq_len - math.ceil(seq_len / 2) + 1
+    return lengths
+
+
+def span_count_probabilities(length: int, mask_rate: float, poisson_lambda: float) -> np.ndarray:
+    """P(`sample_spans` makes n spans of `length` tokens), for n = 0..budget (the masked
+    count): exact, by dynamic programming over the budget left to cover, as it draws
+    lengths max(1, Poisson(λ)) until they cover the budget (the last one cut to it),
+    then merges a count past kept + 1 down to kept + 1."""
+    from scipy.stats import poisson
+
+    budget = min(length, max(1, round(mask_rate * length)))
+    draw = poisson.pmf(np.arange(budget + 1), poisson_lambda)  # P(a draw is j)
+    draw[1] += draw[0]  # max(1, ·)
+    draw[0] = 0.0
+    at_least = poisson.sf(np.arange(budget + 1) - 1, poisson_lambda)  # P(a draw is >= j)
+    at_least[:2] = 1.0
+    # covers[r, n]: P(n draws are the first to cover a budget of r)
+    covers = np.zeros((budget + 1, budget + 1))
+    for remaining in range(1, budget + 1):
+        covers[remaining, 1] = at_least[remaining]  # the first draw covers it all
+        # a first draw of j < remaining, then n - 1 draws to cover remaining - j
+        covers[remaining, 2:] = draw[1:remaining] @ covers[remaining - 1 : 0 : -1, 1:-1]
+    counts = covers[budget]
+    most = length - budget + 1  # with one kept token between neighbouring spans
+    if most < budget:
+        counts[most] += counts[most + 1 :].sum()
+        counts[most + 1 :] = 0.0
+    return counts
+
+
 def flops_per_token(cfg: ModelConfig, arch: dict, seq_len: int) -> float:
-    masked = round(arch.get("mask_rate", 0.15) * seq_len)
-    spans = max(1, round(masked / arch.get("poisson_lambda", 3.0)))
-    part_a = seq_len - masked + spans
-    length = seq_len + 2 * spans
-    attended = prefix_mean_context(length, part_a)
-    forward = length * (cfg.n_layers * layer_forward_flops(cfg, attended) + head_flops(cfg))
-    return TRAINING_MULTIPLIER * forward / seq_len
+    """Training FLOPs per window token (arches.core.flops). Parts A and B run the stack
+    together: the window plus a [MASK] and a [sop] per span; the head runs on Part B's
+    labels only (GLM.forward): each span's tokens and its [eop] (blank_infill). The
+    exact expectation over the span count (`span_count_probabilities`), mixed with the
+    `gmask_ratio` of windows that get one [gMASK] span of uniform length instead."""
+
+    def forward(spans: int, masked: int) -> float:
+        return stack_forward_flops(cfg, seq_len + 2 * spans) + (masked + spans) * head_flops(cfg)
+
+    gmask_ratio = arch.get("gmask_ratio", 0.0)
+    mean = 0.0
+    if gmask_ratio < 1:
+        probabilities = span_count_probabilities(seq_len, arch.get("mask_rate", 0.15), arch.get("poisson_lambda", 3.0))
+        budget = len(probabilities) - 1  # the spans always mask exactly the budget
+        mean += (1 - gmask_ratio) * expected(lambda spans: forward(spans, budget), range(budget + 1), probabilities)
+    if gmask_ratio > 0:
+        # one span at the end, its length uniform in [ceil(L / 2), L - 1] (collate)
+        span_lengths = range(math.ceil(seq_len / 2), seq_len)
+        mean += gmask_ratio * expected(lambda span_length: forward(1, span_length), span_lengths)
+    return TRAINING_MULTIPLIER * mean / seq_len
 
 
 # --- scoring (lm-eval): the continuation infills a blank at the end of the context ---
@@ -197,7 +275,12 @@ class GLMScorer(BaseScorer):
     [MASK] (format `gmask`: [gMASK], GLM's token for long generation); Part B is
     [sop] and the continuation, scored token by token. Position ids run 0..|A|-1 in A
     and stay at the mask's position in B; block position ids are 0 in A and 1..|B|
-    in B; A attends bidirectionally, B to all of A and causally within B."""
+    in B; A attends bidirectionally, B to all of A and causally within B.
+
+    A blank holds at most the span lengths the checkpoint's objective trained
+    (`trained_lengths`: about 10 tokens for Poisson(3) [MASK] spans, the document-level
+    span for [gMASK]); a longer continuation is scored, and generated, as successive
+    blanks, each after the text before it."""
 
     family = "glm"
     rolling_margin = 2
@@ -206,12 +289,27 @@ class GLMScorer(BaseScorer):
     def mask_token(self) -> int:
         return self.specials.gmask if self.format == "gmask" else self.specials.mask
 
+    @property
+    def fills_blanks(self) -> bool:
+        return True
+
+    def continuation_room(self) -> int:
+        if self.format == "gmask":
+            return self.trained.get("gmask_span", self.max_len - 2)
+        return self.trained.get("mask_span", self.max_len - 2)
+
+    def part_a_room(self) -> int:
+        """The longest Part A (context and blank) this format trained."""
+        if self.format == "gmask":
+            return self.trained.get("gmask_input", self.max_len - 1)
+        return self.max_len if self.trained else self.max_len - 1
+
     def score_batch(self, requests: list[TokenPair]) -> list[tuple[float, bool]]:
         rows, position_rows, block_rows, part_a_lens = [], [], [], []
         owners, positions, targets = [], [], []
         for index, (context, continuation) in enumerate(requests):
-            self.check_fits(continuation, self.max_len - 2)
-            part_a = context[-(self.max_len - 1 - len(continuation)) :] + [self.mask_token]
+            self.check_fits(continuation, self.continuation_room())
+            part_a = context[-(self.part_a_room() - 1) :] + [self.mask_token]
             part_b = [self.specials.sop] + continuation[:-1]
             rows.append(part_a + part_b)
             position_rows.append(list(range(len(part_a))) + [len(part_a) - 1] * len(part_b))
@@ -232,19 +330,28 @@ class GLMScorer(BaseScorer):
         return sum_by_request(owners, logprobs, greedy, len(requests))
 
     def probe_pair(self) -> TokenPair:
-        half = self.max_len // 2  # Part A (context + mask) and Part B fill max_len
-        return [self.specials.eos] * (self.max_len - 1 - half), [self.specials.eos] * half
+        return [self.specials.eos] * (self.part_a_room() - 1), [self.specials.eos] * self.continuation_room()
 
     @torch.inference_mode()
     def generate(self, contexts: list[str], until: list[list[str]], max_tokens: int) -> list[str]:
-        """Greedy infilling in Part B with the KV cache: Part A (left-padded, positions
-        counting real tokens) and [sop] first, then one token at a time at the mask's
-        position and the next block position, until [eop], <eos> or a stop string."""
-        max_tokens = max(0, min(max_tokens, self.max_len - 2))
-        stops = GreedyStops(self.tokenizer, until, {self.specials.eos, self.specials.eop}, max_tokens)
-        if max_tokens == 0:
-            return stops.results()
-        rows = [self.generation_context(c, self.max_len - 1 - max_tokens) + [self.mask_token] for c in contexts]
+        """Greedy infilling, one blank of at most `continuation_room` tokens at a time:
+        a generation that fills its blank without [eop] goes on in a new blank after the
+        context and what it generated so far, until [eop], <eos>, a stop string or
+        `max_tokens`."""
+        stops = GreedyStops(self.tokenizer, until, {self.specials.eos, self.specials.eop}, max(0, max_tokens))
+        contexts_ids = [self.encode(c) if c else [] for c in contexts]
+        while not all(stops.done):
+            rows = [
+                ((ids + stops.generated[row]) or [self.specials.eos])[-(self.part_a_room() - 1) :] + [self.mask_token]
+                for row, ids in enumerate(contexts_ids)
+            ]
+            self.infill(rows, stops, self.continuation_room())
+        return stops.results()
+
+    def infill(self, rows: list[list[int]], stops: GreedyStops, steps: int) -> None:
+        """Up to `steps` greedy tokens of one blank closing each row's Part A, with the KV
+        cache: Part A (left-padded, positions counting real tokens) and [sop] first, then
+        one token at a time at the mask's position and the next block position."""
         part_a, is_real = pad_rows(rows, self.specials.pad, self.device, left=True)
         batch, part_a_len = part_a.shape
         a_positions = (is_real.long().cumsum(1) - 1).clamp(min=0)
@@ -258,29 +365,37 @@ class GLMScorer(BaseScorer):
             tokens, mask=mask, position_ids=torch.cat([a_positions, mask_position], dim=1),
             block_position_ids=torch.cat([torch.zeros_like(part_a), ones], dim=1), cache=cache,
         )
-        block = 2
-        while True:
+        for block in range(2, steps + 2):
             next_ids = self.model.head(hidden[:, -1]).float().argmax(-1)  # (B,)
-            if stops.push(next_ids.tolist()):
-                return stops.results()
+            if stops.push(next_ids.tolist()) or block == steps + 1:
+                return
             is_real = torch.cat([is_real, ones.bool()], dim=1)
             hidden = self.model.body(
                 next_ids[:, None], mask=masks.padding(is_real), position_ids=mask_position,
                 block_position_ids=ones * block, cache=cache,
             )
-            block += 1
 
 
-def scorer(model: GLM, tokenizer, arch: dict, **options) -> GLMScorer:
-    """Options: `format` (mask | gmask: the blank token closing Part A), `stride`
-    (tokens newly scored per rolling window), `span` (tokens predicted per rolling
-    window, 0 for whole windows; default ROLLING_SPAN with [MASK]: GLM's blanks are
-    Poisson(3) spans, Du et al. 2022 §2.2.1, so running text is scored as short
-    blanks; [gMASK] is GLM's long-generation token and keeps whole windows)."""
+def trains_gmask(arch: dict, trained: dict | None) -> bool:
+    return "gmask_span" in trained if trained else arch.get("gmask_ratio", 0.0) > 0
+
+
+def scorer(model: GLM, tokenizer, arch: dict, trained: dict | None = None, **options) -> GLMScorer:
+    """Options: `format` (mask | gmask: the blank token closing Part A; gmask only for a
+    GLM trained with [gMASK] windows), `stride` (tokens newly scored per rolling
+    window), `span` (tokens predicted per rolling window, 0 for whole windows; default
+    ROLLING_SPAN with [MASK]: GLM's blanks are Poisson(3) spans, Du et al. 2022
+    §2.2.1, so running text is scored as short blanks; [gMASK] is GLM's
+    long-generation token and keeps whole windows)."""
     check_options("glm", options, ("format", "stride", "span"))
     chosen = choose_format("glm", options.get("format"), "mask", SCORING_FORMATS)
+    if chosen == "gmask" and not trains_gmask(arch, trained):
+        raise UserError(
+            f"format=gmask asks a GLM trained without [gMASK] windows (arch.gmask_ratio="
+            f"{arch.get('gmask_ratio', 0.0)}) for a document-level blank it never saw; use format=mask"
+        )
     span = options.get("span", ROLLING_SPAN if chosen == "mask" else None)
-    return GLMScorer(model, tokenizer, arch, chosen, options.get("stride"), span)
+    return GLMScorer(model, tokenizer, arch, chosen, options.get("stride"), span, trained)
 
 
 SPEC = FamilySpec(
@@ -292,4 +407,5 @@ SPEC = FamilySpec(
     objectives=OBJECTIVES,
     positions=("glm2d",),
     scorer=scorer,
+    trained_lengths=trained_lengths,
 )

@@ -893,7 +893,8 @@ def import_hf(source: str, preset: str | None = None, overrides: list[str] | Non
     results.mkdir(parents=True, exist_ok=True)
     build = Path(tempfile.mkdtemp(dir=results, prefix=f".{name}.importing-"))
     try:
-        save_checkpoint(build, model, architecture.family, arch, model_cfg)
+        # an imported model was trained on its own context, max_len (its n_positions)
+        save_checkpoint(build, model, architecture.family, arch, model_cfg, {"input": model_cfg.max_len})
         (build / TOKENIZER_FILE).write_text(backend.to_str(pretty=True))
         resolved = to_container(cfg)
         resolved.update(arch=arch, run_name=name, size={"name": "imported", **{k: getattr(model_cfg, k) for k in SIZE_KEYS}})

@@ -152,9 +152,18 @@ class LitArches(L.LightningModule):
             raise RunFailure(
                 f"loss became {loss.item()} at step {self.global_step}; lower train.lr or raise train.warmup_fraction"
             )
-        windows = batch["input_ids"].shape[0]
-        self.tokens_seen += windows * self.window_tokens
-        self.loss_tokens_seen += (batch["labels"] != IGNORE_INDEX).sum()
+        labels = batch["labels"]
+        # this micro-batch's window tokens and labelled positions summed over every rank:
+        # the run's counts are totals, as its token budget is (arches.train.total_steps).
+        # Each rank adds the same sums, so every rank's buffers (and a checkpoint) hold them.
+        counts = torch.stack([
+            torch.as_tensor(batch["input_ids"].shape[0] * self.window_tokens, device=labels.device),
+            (labels != IGNORE_INDEX).sum(),
+        ])  # fmt: skip
+        if self.trainer.world_size > 1:
+            torch.distributed.all_reduce(counts, op=torch.distributed.ReduceOp.SUM)
+        self.tokens_seen += counts[0]
+        self.loss_tokens_seen += counts[1]
         tokens_per_s = float(self.tokens_seen) / self.train_seconds if self.train_seconds > 0 else 0.0
         self.log("train/loss", loss, prog_bar=True)
         self.log("tok/s", tokens_per_s, prog_bar=True)

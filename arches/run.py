@@ -153,9 +153,13 @@ def read_config(run_dir: Path) -> dict:
     return config
 
 
-def model_identity(family: str, arch: dict, model_cfg: ModelConfig) -> dict:
-    """What checkpoint/model.json holds: enough to rebuild the model."""
-    return {"family": family, "arch": arch, "model": model_cfg.to_dict()}
+def model_identity(family: str, arch: dict, model_cfg: ModelConfig, trained_lengths: dict | None = None) -> dict:
+    """What checkpoint/model.json holds: enough to rebuild the model, and the lengths it
+    trained on (the family's `trained_lengths`), which its scorer never exceeds."""
+    identity = {"family": family, "arch": arch, "model": model_cfg.to_dict()}
+    if trained_lengths is not None:
+        identity["trained_lengths"] = {key: int(value) for key, value in trained_lengths.items()}
+    return identity
 
 
 def _seal(meta: dict) -> dict:
@@ -186,7 +190,9 @@ def file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def save_checkpoint(run_dir: Path, model: nn.Module, family: str, arch: dict, model_cfg: ModelConfig) -> Path:
+def save_checkpoint(
+    run_dir: Path, model: nn.Module, family: str, arch: dict, model_cfg: ModelConfig, trained_lengths: dict | None = None
+) -> Path:
     """Weights as safetensors plus the model's own config; shared (tied) tensors are stored once.
 
     model.json (with the weights' sha256) is written before the weights are renamed into
@@ -200,7 +206,8 @@ def save_checkpoint(run_dir: Path, model: nn.Module, family: str, arch: dict, mo
         save_model(model, str(tmp))
         with open(tmp, "rb") as handle:
             os.fsync(handle.fileno())
-        write_model_file(run_dir, {**model_identity(family, arch, model_cfg), "weights_sha256": file_sha256(tmp)})
+        identity = model_identity(family, arch, model_cfg, trained_lengths)
+        write_model_file(run_dir, {**identity, "weights_sha256": file_sha256(tmp)})
         os.replace(tmp, folder / WEIGHTS_FILE)
     except BaseException:
         tmp.unlink(missing_ok=True)

@@ -75,10 +75,32 @@ def run_name(cfg: DictConfig) -> str:
     return f"{cfg.arch.name}-{cfg.size.name}-{cfg.data.source}-seed{cfg.seed}-{stamp}"
 
 
-def total_steps(cfg: DictConfig) -> int:
+def world_size(cfg: DictConfig) -> int:
+    """How many processes train together (devices per node x nodes), as Lightning resolves
+    trainer.devices for trainer.accelerator (-1 or auto: every visible GPU; under torchrun
+    or SLURM, what the launcher says). Nothing is started; a bad choice is one line."""
+    from lightning.fabric import Fabric
+    from omegaconf import OmegaConf
+
+    devices = cfg.trainer.devices
+    devices = OmegaConf.to_container(devices) if OmegaConf.is_list(devices) else devices
+    try:
+        # DDP's resolution of the devices: the count is the same under every strategy
+        fabric = Fabric(accelerator=cfg.trainer.accelerator, devices=devices,
+                        num_nodes=int(cfg.trainer.get("num_nodes") or 1), strategy="ddp")  # fmt: skip
+    except Exception as error:  # Lightning's MisconfigurationException, TypeError, ValueError, ...
+        raise UserError(
+            f"trainer.accelerator={cfg.trainer.accelerator} trainer.devices={cfg.trainer.devices}: {_first_line(error)}"
+        ) from None
+    return int(fabric.world_size)
+
+
+def total_steps(cfg: DictConfig, world: int = 1) -> int:
+    """Optimizer steps: trainer.max_steps, or those that take train.max_tokens in total
+    over the `world` ranks (each takes micro_batch_size x grad_accum windows a step)."""
     if cfg.trainer.get("max_steps"):
         return int(cfg.trainer.max_steps)
-    tokens_per_step = cfg.train.micro_batch_size * cfg.train.grad_accum * cfg.data.seq_len
+    tokens_per_step = cfg.train.micro_batch_size * cfg.train.grad_accum * cfg.data.seq_len * world
     return max(1, math.ceil(cfg.train.max_tokens / tokens_per_step))
 
 
@@ -419,10 +441,13 @@ def train(cfg: DictConfig, callbacks: list | None = None) -> dict:
     arch = plain(cfg.arch)
     spec = family(arch.get("family", ""))
     seq_len = int(cfg.data.seq_len)
+    spec.input_len(arch, seq_len)  # the objective's own limits (T5's sentinels) before the data is prepared
     prepared = prepare(cfg)
     model_cfg = model_config(arch, cfg.size, prepared.vocab_size, seq_len)  # validates before any folder exists
     specials = prepared.specials()
-    steps = total_steps(cfg)
+    # the token budget and every count the run records are totals over its ranks
+    world = world_size(cfg)
+    steps = total_steps(cfg, world)
     resolved = to_container(cfg)
 
     run_dir = Path(cfg.results_dir) / run_name(cfg)
@@ -472,11 +497,11 @@ def train(cfg: DictConfig, callbacks: list | None = None) -> dict:
             run_dir.mkdir(parents=True)
             write_config(run_dir, resolved)
             shutil.copyfile(prepared.tokenizer_path, run_dir / TOKENIZER_FILE)
-            write_model_file(run_dir, model_identity(spec.name, arch, model_cfg))
+            write_model_file(run_dir, model_identity(spec.name, arch, model_cfg, spec.trained_lengths(arch, seq_len)))
         if lead and ckpt_path is not None:
             print(f"arches: resuming {run_dir.name} from {ckpt_path.name}", file=sys.stderr)
         if lead:
-            _record_start(run_dir, cfg, arch, spec, prepared, counts, flops_per_token, steps, seq_len, gpu)
+            _record_start(run_dir, cfg, arch, spec, prepared, counts, flops_per_token, steps, seq_len, gpu, world)
     except OSError as error:
         raise write_failure(error, str(run_dir)) from error
 
@@ -550,7 +575,7 @@ def train(cfg: DictConfig, callbacks: list | None = None) -> dict:
                 trainer.validate(lit, datamodule=datamodule, verbose=False)
             if trainer.is_global_zero:
                 model.cpu()
-                save_checkpoint(run_dir, model, spec.name, arch, model_cfg)
+                save_checkpoint(run_dir, model, spec.name, arch, model_cfg, spec.trained_lengths(arch, seq_len))
     except BaseException as error:
         if isinstance(error, SystemExit):  # Lightning's answer to Ctrl-C: a graceful shutdown, then exit(1)
             error = KeyboardInterrupt("interrupted")
@@ -623,8 +648,9 @@ def _speed(cfg: DictConfig, model_cfg, model, gpu: bool):
 
 
 def _record_start(run_dir: Path, cfg: DictConfig, arch: dict, spec, prepared, counts: dict, flops_per_token: float,
-                  steps: int, seq_len: int, gpu: bool) -> None:
-    """run.json at the start of an attempt: what is trained, on what, and how."""
+                  steps: int, seq_len: int, gpu: bool, world: int = 1) -> None:
+    """run.json at the start of an attempt: what is trained, on what, and how (the
+    planned tokens, like every count, over all `world` ranks)."""
     update_record(
         run_dir,
         status="running",
@@ -648,7 +674,8 @@ def _record_start(run_dir: Path, cfg: DictConfig, arch: dict, spec, prepared, co
         params_non_embedding=counts["non_embedding"],
         flops_per_token=flops_per_token,
         planned_steps=steps,
-        planned_tokens=steps * int(cfg.train.micro_batch_size) * int(cfg.train.grad_accum) * seq_len,
+        planned_tokens=steps * int(cfg.train.micro_batch_size) * int(cfg.train.grad_accum) * seq_len * world,
+        world_size=world,
         knobs=arch.get("model", {}),
         # on a CPU the same seed gives the same run bit for bit; on a GPU it does not
         deterministic_kernels=bool(cfg.trainer.get("deterministic", False)) if gpu else True,

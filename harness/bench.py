@@ -207,7 +207,8 @@ def write_run_folder(folder: Path, model, arch: dict, tokenizer) -> Path:
     tokenizer.save(str(folder / TOKENIZER_FILE))
     write_json(folder / RUN_RECORD, {"status": "completed", "family": arch["family"], "preset": arch.get("name"),
                                      "tokenizer_hash": tokenizer_hash(tokenizer), "note": "written by arches bench"})  # fmt: skip
-    save_checkpoint(folder, model, arch["family"], arch, model.cfg)
+    # the bench's random weights stand for a model trained on its whole context, as hf assumes
+    save_checkpoint(folder, model, arch["family"], arch, model.cfg, {"input": model.cfg.max_len})
     return folder
 
 

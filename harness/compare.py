@@ -69,7 +69,11 @@ def plan(overrides: list[str]) -> tuple[DictConfig, list[PlannedRun], list[str]]
     out = Path(cfg.results_dir) / experiment.name
     tuned = tuned_studies(cfg)
     runs = []
+    # `experiment.common`: overrides every variant shares (the block an experiment holds
+    # fixed); a variant's own overrides come after them
+    shared = list(experiment.get("common") or [])
     for variant, variant_overrides in experiment.variants.items():
+        variant_overrides = [*shared, *variant_overrides]
         # only a tuned comparison needs each variant's preset (one compose per variant)
         study = tuned.get(compose([*common, *variant_overrides, *user]).arch.name) if tuned else None
         tuning = [] if study is None else [
@@ -104,25 +108,34 @@ def _record(run: PlannedRun) -> dict:
 def unigram_baseline(cfg: DictConfig) -> dict:
     """A unigram model fitted on the training split (add-one smoothing), scored on the
     validation split (nats per token, comparable to an LM's validation loss) and on the
-    test split (bits per byte, comparable to corpus_ppl's bits_per_byte)."""
+    very passages the corpus_ppl task scores, as many as eval.limit lets lm-eval take
+    (bits per byte as lm-eval computes it: the passages' nats / ln 2 / their UTF-8
+    bytes), so it sits beside the runs' corpus_ppl bits_per_byte like for like."""
     from arches.data import prepare
+    from harness.evaluate import _settings
+    from harness.tasks.build import TaskDataSpec, task_data_for_config
+    from harness.tasks.loader import load_corpus_task
 
     prepared = prepare(cfg)
     counts = np.bincount(np.asarray(prepared.tokens("train")), minlength=prepared.vocab_size).astype(np.float64) + 1.0
     log_probs = np.log(counts / counts.sum())
 
-    def nats(split: str) -> tuple[float, int]:
-        tokens = np.asarray(prepared.tokens(split))
-        return float(-log_probs[tokens].sum()), len(tokens)
-
-    val_nats, val_tokens = nats("val")
-    test_nats, _ = nats("test")
-    test_bytes = prepared.stats["splits"]["test"]["bytes"]
+    val_tokens = np.asarray(prepared.tokens("val"))
+    val_nats = float(-log_probs[val_tokens].sum())
+    settings = _settings(cfg)
+    spec = TaskDataSpec(settings["max_examples"], settings["fewshot_pool"], settings["seed"])
+    served = load_corpus_task("corpus_ppl", str(task_data_for_config(cfg, spec)))["test"]
+    # lm-eval scores the first eval.limit documents of a task
+    passages = [row["text"] for row in served][: settings["limit"]]
+    encoded = prepared.tokenizer().encode_batch(passages, add_special_tokens=False)
+    passage_nats = sum(float(-log_probs[np.asarray(e.ids, dtype=np.int64)].sum()) for e in encoded)
+    passage_bytes = sum(len(text.encode("utf-8")) for text in passages)
     return {
         "unigram": {
-            "val_loss_nats": val_nats / max(1, val_tokens),
-            "bits_per_byte": test_nats / np.log(2) / max(1, test_bytes),
-            "split": "val (loss), test (bits per byte)",
+            "val_loss_nats": val_nats / max(1, len(val_tokens)),
+            "bits_per_byte": passage_nats / np.log(2) / max(1, passage_bytes),
+            "split": f"the val split (loss) and the {len(passages)} corpus_ppl passages (bits per byte)",
+            "passages": len(passages),
             "tokenizer_hash": prepared.tokenizer_hash,
         }
     }
@@ -133,7 +146,7 @@ def compare(overrides: list[str]) -> Path:
     from rich.console import Console
     from rich.table import Table
 
-    from arches.run import update_record, write_json
+    from arches.run import read_json, update_record, write_json
     from arches.train import train
     from harness.evaluate import evaluate
     from harness.report import write_report
@@ -158,7 +171,8 @@ def compare(overrides: list[str]) -> Path:
     console.print(table)
 
     baseline = out / "baseline.json"
-    if not baseline.exists():
+    # one written before the baseline was scored on corpus_ppl's passages is scored again
+    if not baseline.exists() or "passages" not in (read_json(baseline).get("unigram") or {}):
         write_json(baseline, unigram_baseline(cfg))
 
     started = time.perf_counter()

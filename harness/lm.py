@@ -47,7 +47,7 @@ log = logging.getLogger(__name__)
 
 CACHE_FILE = Path("eval") / "cache.sqlite"
 # Part of every cache key: bump it when a change to the scorers changes their scores.
-CACHE_VERSION = 2
+CACHE_VERSION = 3
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 DEFAULT_MAX_BATCH_SIZE = 512
 CPU_AUTO_BATCH_SIZE = 16  # a CPU out-of-memory kills the process, so there is nothing to probe
@@ -191,7 +191,17 @@ class ArchesLM(LM):
 
         spec = family(self.meta["family"])
         options = {k: v for k, v in {"format": format, "stride": stride, "span": span}.items() if v is not None}
-        self.scorer = spec.scorer(self.model, self.tokenizer, self.meta["arch"], **options)
+        trained = self.meta.get("trained_lengths")
+        if trained is None:
+            log.warning(
+                "arches: %s records no trained_lengths in %s (written before they were); its requests are cut to "
+                "max_len=%d, which may reach positions it never trained on: train it again to score it inside them",
+                run_dir, CHECKPOINT_DIR + "/" + MODEL_FILE, self.model.cfg.max_len,
+            )
+        try:
+            self.scorer = spec.scorer(self.model, self.tokenizer, self.meta["arch"], trained=trained, **options)
+        except UserError as error:
+            raise UserError(f"{run_dir}: {error}") from None
 
         self.max_batch_size = int(max_batch_size) if max_batch_size else DEFAULT_MAX_BATCH_SIZE
         self.batch_sizes: dict[int, int] = {}

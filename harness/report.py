@@ -43,6 +43,7 @@ MULTIPLE_CHOICE_METRICS = ("acc_norm", "acc")  # acc_norm preferred: length-norm
 LIKELIHOOD_METRICS = ("bits_per_byte", "byte_perplexity", "word_perplexity", "perplexity")  # lower is better
 HELD_OUT_TASK = "corpus_ppl"  # the held-out split of the training corpus, scored by lm-eval
 PLL_FAMILIES = ("encoder",)  # scored by pseudo-log-likelihood (Salazar et al. 2020), not a true likelihood
+FLOPS_MATCHED_WITHIN = 0.10  # variants further apart in FLOPs/token from the first are not FLOPs-matched
 
 USAGE = "usage: arches report <results folder>   (e.g. arches report results/families)"
 
@@ -501,9 +502,40 @@ def varying_knobs(runs: list[dict]) -> tuple[list[str], dict[str, Any]]:
     return varying, shared
 
 
+def flops_ratios(runs: list[dict]) -> dict[str, float]:
+    """Each variant's FLOPs/token over the first variant's (the first, in table order, that records one)."""
+    per_variant: dict[str, float] = {}
+    for run in runs:
+        if _number(run.get("flops_per_token")):
+            per_variant.setdefault(run["variant"], float(run["flops_per_token"]))
+    first = next(iter(per_variant.values()), None)
+    return {variant: flops / first for variant, flops in per_variant.items()} if first else {}
+
+
+def flops_matching(runs: list[dict]) -> str | None:
+    """One sentence: whether the variants are FLOPs-matched, naming any more than
+    FLOPS_MATCHED_WITHIN apart from the first variant in FLOPs/token."""
+    ratios = flops_ratios(runs)
+    if len(ratios) < 2:
+        return None
+    first = next(iter(ratios))
+    apart = [f"{variant} ({ratio:.2f}×)" for variant, ratio in ratios.items() if abs(ratio - 1) > FLOPS_MATCHED_WITHIN]
+    if not apart:
+        return (f"FLOPs-matched: every variant's FLOPs/token is within {FLOPS_MATCHED_WITHIN:.0%} of the first "
+                f"variant's ({first}).")
+    return (f"Not FLOPs-matched: {', '.join(apart)} more than {FLOPS_MATCHED_WITHIN:.0%} apart from the first "
+            f"variant ({first}) in FLOPs/token.")
+
+
+def scoring_formats(run: dict) -> str:
+    """The format(s) the run's recorded scores were computed in (harness/evaluate.py records one per entry)."""
+    return ", ".join(sorted({str(e["format"]) for e in run["evals"].values() if e.get("format")})) or MISSING
+
+
 def runs_display(runs: list[dict], baseline: dict | None) -> pd.DataFrame:
     """The human runs table, with the unigram baseline row last."""
     varying, _ = varying_knobs(runs)
+    ratios = flops_ratios(runs)
     rows = []
     for run in runs:
         knobs = run.get("knobs") or {}
@@ -520,6 +552,7 @@ def runs_display(runs: list[dict], baseline: dict | None) -> pd.DataFrame:
             "params": si(run.get("params_total")),
             "non-emb. params": si(run.get("params_non_embedding")),
             "FLOPs/token": si(run.get("flops_per_token")),
+            "FLOPs/token vs first": f"{ratios[run['variant']]:.2f}×" if run["variant"] in ratios else MISSING,
             "tokens seen": si(run.get("tokens_seen")),
             "loss tokens seen": si(run.get("loss_tokens_seen")),
             "train FLOPs": si(run.get("train_flops")),
@@ -527,6 +560,7 @@ def runs_display(runs: list[dict], baseline: dict | None) -> pd.DataFrame:
             "tokens/s": si(run.get("tokens_per_s")),
             "val loss (objective)": f"{sig3(loss)} ({objective_of(run)})" if _number(loss) else MISSING,
             "held-out bits/byte": (f"{sig3(bpb)} (PLL)" if pll else sig3(bpb)) if bpb is not None else MISSING,
+            "scoring format": scoring_formats(run),
             "tuned": f"yes ({run.get('tuned_trials')} trials)" if run.get("tuned") else "no",
             "error": run.get("error") or "",
         })
@@ -534,12 +568,16 @@ def runs_display(runs: list[dict], baseline: dict | None) -> pd.DataFrame:
     if unigram:
         row = dict.fromkeys(rows[0] if rows else [], MISSING)
         loss = unigram.get("val_loss_nats")
+        # what was scored: "the val split (loss) and the N corpus_ppl passages (bits per byte)";
+        # a baseline written before that named a split
+        scored = unigram.get("split") or "held-out"
+        scored = scored if scored.startswith("the ") else f"the {scored} split"
         row.update({
             "variant": "unigram baseline",
             "status": "baseline",
             "val loss (objective)": f"{sig3(loss)} (unigram)" if _number(loss) else MISSING,
             "held-out bits/byte": sig3(unigram.get("bits_per_byte")),
-            "error": f"token frequencies of the training split, scored on the {unigram.get('split', 'held-out')} split",
+            "error": f"token frequencies of the training split, scored on {scored}",
         })
         rows.append(row)
     return pd.DataFrame(rows)
@@ -971,6 +1009,9 @@ def write_report(folder: Path | str) -> Path:
     )))
     blocks.append(("h2", "Runs"))
     blocks.append(("table", runs_display(runs, baseline)))
+    matching = flops_matching(runs)
+    if matching:
+        blocks.append(("p", matching))
     blocks.append(("p", (
         "Validation loss is labelled with its objective: losses of different objectives (e.g. lm and mlm) are "
         "not comparable. Held-out bits/byte come from the corpus_ppl evaluation; encoder figures are "

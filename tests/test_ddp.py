@@ -52,6 +52,10 @@ DRIVER = textwrap.dedent('''
         class Record(L.Callback):
             def on_fit_start(self, trainer, pl_module):
                 self.initial = digest(pl_module.model)
+                self.labelled = 0  # this rank's own labelled positions
+
+            def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+                self.labelled += int((batch["labels"] != -100).sum())
 
             def on_fit_end(self, trainer, pl_module):
                 name = os.path.join(RECORDS, f"{cfg.run_name}-rank{trainer.global_rank}")
@@ -60,6 +64,7 @@ DRIVER = textwrap.dedent('''
                 record = {
                     "rank": trainer.global_rank, "world_size": trainer.world_size, "pid": os.getpid(),
                     "steps": trainer.global_step, "initial": self.initial, "final": digest(pl_module.model),
+                    "labelled": self.labelled,
                     "train": {k: cfg.train[k] for k in ("lr", "weight_decay", "warmup_fraction")},
                 }
                 with open(name + ".json", "w") as handle:
@@ -119,6 +124,34 @@ def test_ddp_train_ends_with_identical_weights_on_both_ranks(corpus, tmp_path):
     assert run["status"] == "completed" and run["steps"] == 2
     saved = load_file(results / "ddp" / "checkpoint" / "model.safetensors")
     assert saved and all(torch.equal(tensor, weights[0][key]) for key, tensor in saved.items())
+
+
+def test_ddp_token_budget_and_counts_are_global(corpus, tmp_path):
+    """train.max_tokens is the run's total over every rank, and so is every count it
+    records: two ranks take half the steps of one device, over the same windows (each
+    rank every other one of the same order). GLM's labelled positions (its spans and an
+    [eop] each) vary from batch to batch, so loss_tokens_seen is seen to be the sum of
+    the ranks' own counts, not one rank's count doubled."""
+    from arches.config import compose
+    from arches.train import train
+
+    results = tmp_path / "results"
+    budget = ["arch=glm", "size=debug", *corpus, f"results_dir={results}", "train.max_tokens=1024",
+              "train.micro_batch_size=4", "trainer.accelerator=cpu"]  # 4 windows x 32 tokens a step on each rank
+    one = train(compose([*budget, "run_name=one"]))
+    _, records = run_ranks(tmp_path, "train", *budget, *DDP, "run_name=two")
+    two = json.loads((results / "two" / "run.json").read_text())
+    rank0, rank1 = ranks_of(records, "two")
+    assert one["steps"] == 8 and two["steps"] == rank0["steps"] == rank1["steps"] == 4, "the steps halve"
+    assert one["tokens_seen"] == two["tokens_seen"] == 1024 == two["planned_tokens"] == one["planned_tokens"]
+    assert two["planned_steps"] == 4 and two["world_size"] == 2 and one["world_size"] == 1
+    assert rank0["labelled"] != rank1["labelled"]
+    assert two["loss_tokens_seen"] == rank0["labelled"] + rank1["labelled"]
+    # the same windows, corrupted by other batches' draws: close to one device's count
+    assert two["loss_tokens_seen"] == pytest.approx(one["loss_tokens_seen"], rel=0.1)
+    assert two["train_flops"] == two["tokens_seen"] * two["flops_per_token"]
+    assert two["tokens_per_s"] == pytest.approx(two["tokens_seen"] / two["train_seconds"])
+    assert two["val_history"][-1]["tokens_seen"] == 1024
 
 
 def test_ddp_tune_asks_the_study_on_rank_zero_and_both_ranks_train_its_trials(corpus, tmp_path):

@@ -97,6 +97,9 @@ def cases(w: dict) -> dict[str, tuple[list[str], int, str]]:
         "train: resume mode": (["train", *base, "resume=sometimes"], 2, "resume=sometimes"),
         "train: checkpoint interval": (["train", *base, "train.checkpoint_interval=0"], 2, "train.checkpoint_interval=0"),
         "train: window too long": (["train", *base, "data.seq_len=100000"], 2, "fewer than one training window"),
+        "train: more spans than sentinels": (["train", *base, "arch=t5", "data.seq_len=4096"], 2,
+                                             "make 205 noise spans, but the tokenizer has 100 sentinels; "
+                                             "lower data.seq_len (at most 2009 here)"),
         "train: not a run folder": (["train", *base, f"results_dir={root}", "run_name=not-a-run"], 2,
                                     "is not a run folder"),
         "train: loss diverges": (["train", *base, "train.lr=1e30", "trainer.max_steps=3", "run_name=nan"], 1,
@@ -165,6 +168,30 @@ def test_debug_shows_the_traceback(world):
         result = arches("train", "arch=gtp", **{variable: "1"})
         assert result.returncode != 0
         assert "Traceback (most recent call last)" in result.stderr and "UserError" in result.stderr
+
+
+@pytest.mark.parametrize("arch", [{"family": "encoder_decoder", "objective": "span_corruption"},
+                                  {"family": "decoder", "objective": "span_corruption", "mean_span_length": 5.0}])
+def test_span_corruption_sentinel_capacity_is_checked_when_composing(arch):
+    # T5's span corruption gives each noise span its own sentinel (100 of them): the
+    # limit the message names is the longest window that fits, found by trying it
+    import numpy as np
+
+    from arches.core.noise import random_spans_noise_mask, span_corrupt
+    from arches.errors import UserError
+    from arches.registry import family
+    from arches.tokenizer import SENTINEL_COUNT
+
+    spec = family(arch["family"])
+    with pytest.raises(UserError, match=f"has {SENTINEL_COUNT} sentinels") as refused:
+        spec.input_len(arch, 100_000)
+    limit = int(str(refused.value).split("at most ")[1].split(" ")[0])
+    spec.input_len(arch, limit)  # the longest window still fits
+    with pytest.raises(UserError, match=f"at most {limit} here"):
+        spec.input_len(arch, limit + 1)
+    tokens = np.arange(limit) + 200  # and corrupting such a window needs no more sentinels than there are
+    noise = random_spans_noise_mask(np.random.default_rng(0), limit, 0.15, arch.get("mean_span_length", 3.0))
+    span_corrupt(tokens, noise, tuple(range(7, 7 + SENTINEL_COUNT)), 2)
 
 
 def test_oom_advice_keeps_the_optimizer_batch():

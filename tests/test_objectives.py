@@ -118,6 +118,27 @@ def test_mlm_document_mask_passes_doc_ids() -> None:
     assert "doc_ids" not in collator({"family": "encoder", "objective": "mlm"}, 16)(batch_windows)
 
 
+@pytest.mark.parametrize("preset", presets_with("encoder", "mlm"))
+def test_mlm_never_chooses_special_tokens(preset: str) -> None:
+    # short documents: an <eos> every few tokens, and a padded tail
+    arch, length = PRESETS[preset], 64
+    rng = np.random.default_rng(0)
+    batch_windows = []
+    for row in range(32):
+        tokens = rng.integers(FIRST_ORDINARY, VOCAB, size=length)
+        tokens[rng.random(length) < 0.3] = SPECIALS.eos
+        tokens[length - row :] = SPECIALS.pad
+        batch_windows.append({"tokens": torch.as_tensor(tokens), "doc_ids": torch.zeros(length, dtype=torch.long)})
+    batch = collator(arch, length)(batch_windows)
+    original = torch.stack([w["tokens"] for w in batch_windows])
+    labelled = batch["labels"] != IGNORE_INDEX
+    assert (original[labelled] >= FIRST_ORDINARY).all(), "a special token (<eos>, <pad>) became a target"
+    ordinary = (original >= FIRST_ORDINARY).sum(1)
+    expected = [max(1, round(arch.get("mask_rate", 0.15) * int(n))) for n in ordinary]
+    assert labelled.sum(1).tolist() == expected, "round(mask_rate x ordinary positions) per window"
+    assert torch.equal(batch["input_ids"][~labelled], original[~labelled])
+
+
 # --------------------------------------------------------------------------- T5's span corruption
 
 
@@ -281,6 +302,23 @@ def test_glm_sample_spans_invariants(length: int) -> None:
     assert (covered > 0).all(), "every position, first and last included, is sometimes masked"
     if length >= 100:
         assert 2.3 < np.mean(span_lengths) < 3.5, "Poisson(3) lengths, the last one cut to the budget"
+
+
+@pytest.mark.parametrize(("length", "mask_rate"), [(32, 0.15), (256, 0.15), (20, 0.6), (12, 0.9), (10, 1.0)])
+def test_glm_spans_keep_a_token_between_them(length: int, mask_rate: float) -> None:
+    # THUDM/GLM's sample_spans keeps one unmasked token after each span; with a budget
+    # that leaves too few kept tokens for the gaps, spans merge rather than touch
+    rng = np.random.default_rng(length)
+    neighbours = 0
+    for _ in range(1000):
+        spans = glm.sample_spans(rng, length, mask_rate, 3.0)
+        assert spans == sorted(spans) and all(0 <= start < end <= length for start, end in spans)
+        assert sum(end - start for start, end in spans) == min(length, max(1, round(mask_rate * length)))
+        for (_, end), (next_start, _) in zip(spans, spans[1:]):
+            assert next_start > end, f"spans touch or overlap: {spans}"
+            neighbours += 1
+    if mask_rate < 0.5:
+        assert neighbours > 1000, "several spans per window"
 
 
 def glm_parts(batch: dict, row: int) -> tuple[list[int], list[tuple[int, list[int]]]]:

@@ -112,6 +112,45 @@ def test_runs_table_values(tmp_path):
     assert unigram["held-out bits/byte"] == "4.25"
 
 
+def test_runs_table_flops_ratios_of_matched_variants(tmp_path):
+    folder = _families_folder(tmp_path)  # every run records 7.40M FLOPs/token
+    runs = store.load_runs(folder)
+    table = report.runs_display(runs, store.load_baseline(folder)).set_index("variant")
+
+    assert table["FLOPs/token vs first"].tolist() == ["1.00×", "1.00×", "1.00×", report.MISSING]
+    matched = "FLOPs-matched: every variant's FLOPs/token is within 10% of the first variant's (bert)."
+    assert report.flops_matching(runs) == matched
+    assert matched in report.write_report(folder).read_text()
+
+
+def test_runs_table_flags_a_variant_more_than_10_percent_apart_in_flops(tmp_path):
+    folder = _families_folder(tmp_path)
+    make_run(folder, "glm-s0", variant="glm", family="glm", objective="blank_infilling", flops_per_token=7.4e6 * 1.2)
+    make_run(folder, "gptj-s0", variant="gptj", flops_per_token=7.4e6 * 0.95)  # within 10%: not flagged
+    runs = store.load_runs(folder)
+    table = report.runs_display(runs, None).set_index("variant")
+
+    assert (table.loc["glm", "FLOPs/token vs first"], table.loc["gptj", "FLOPs/token vs first"]) == ("1.20×", "0.95×")
+    flagged = "Not FLOPs-matched: glm (1.20×) more than 10% apart from the first variant (bert) in FLOPs/token."
+    assert report.flops_matching(runs) == flagged
+    assert flagged in report.write_report(folder).read_text()
+
+
+def test_runs_table_shows_each_runs_scoring_format(tmp_path):
+    scores = {("hyperbaton", 0): {"acc": 0.5, "chance": 0.5}}
+    make_run(tmp_path, "cd_mlm-s0", variant="cd_mlm", objective="span_corruption", scoring_format="sentinel",
+             scores=scores)
+    make_run(tmp_path, "ed_mlm-s0", variant="ed_mlm", family="encoder_decoder", objective="span_corruption",
+             scoring_format="t5_sentinel", scores=scores)
+    make_run(tmp_path, "unscored-s0", variant="unscored")
+    table = report.runs_display(store.load_runs(tmp_path), None).set_index("variant")
+
+    formats = {"cd_mlm": "sentinel", "ed_mlm": "t5_sentinel", "unscored": report.MISSING}
+    assert table["scoring format"].to_dict() == formats
+    rescored = {"evals": {"hyperbaton|0": {"format": "t5_sentinel"}, "hyperbaton|5": {"format": "plain"}}}
+    assert report.scoring_formats(rescored) == "plain, t5_sentinel"
+
+
 def test_write_report_writes_every_file(tmp_path):
     folder = _families_folder(tmp_path)
 

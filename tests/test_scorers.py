@@ -160,7 +160,7 @@ def reference_glm(model, tokenizer, ids_context, ids_continuation, fmt: str) -> 
     """GLM's Part A (context + [MASK]) and Part B ([sop] + continuation) with 2D positions."""
     specials = Specials.from_tokenizer(tokenizer)
     blank = specials.gmask if fmt == "gmask" else specials.mask
-    part_a = ids_context[-(MAX_LEN - 1 - len(ids_continuation)) :] + [blank]
+    part_a = ids_context[-(MAX_LEN - 2) :] + [blank]  # Part A stays inside max_len (no trained lengths here)
     part_b = [specials.sop] + ids_continuation[:-1]
     mask_position = len(part_a) - 1
     batch = {
@@ -403,7 +403,7 @@ def test_probe_runs_a_full_length_batch(name, tokenizer):
 def test_bad_options_and_oversized_continuations_fail_clearly(tokenizer):
     model, arch, _ = model_and_scorer("gpt", None, tokenizer)
     spec = family("decoder")
-    with pytest.raises(UserError, match="choose one of: causal, prefix_lm"):
+    with pytest.raises(UserError, match="choose one of: causal, prefix_lm, sentinel"):
         spec.scorer(model, tokenizer, arch, format="t5_sentinel")
     with pytest.raises(UserError, match="needs a non-causal decoder"):
         spec.scorer(model, tokenizer, arch, format="prefix_lm")
@@ -412,7 +412,13 @@ def test_bad_options_and_oversized_continuations_fail_clearly(tokenizer):
     t5, t5_arch, _ = model_and_scorer("t5", None, tokenizer)
     with pytest.raises(UserError, match="span=-1 must be a number of tokens >= 1"):
         family("encoder_decoder").scorer(t5, tokenizer, t5_arch, span=-1)
-    for name in ("gpt", "bert", "t5", "glm"):
-        _, _, scorer = model_and_scorer(name, None, tokenizer)
-        with pytest.raises(UserError, match="does not fit the model's max_len=64"):
+    # formats that read the continuation left to right refuse one longer than the input
+    for name, fmt in (("gpt", None), ("bert", None), ("t5", "plain")):
+        _, _, scorer = model_and_scorer(name, fmt, tokenizer)
+        with pytest.raises(UserError, match="does not fit the 64-token (input|target) this .* model was trained on"):
             scorer.loglikelihood([("The", " king" * 70)], 2)
+    # blank-filling formats score it as successive blanks, each inside the trained lengths
+    for name in ("t5", "glm"):
+        _, _, scorer = model_and_scorer(name, None, tokenizer)
+        (logprob, _), = scorer.loglikelihood([("The", " king" * 70)], 2)
+        assert logprob < 0

@@ -7,6 +7,8 @@ import numpy as np
 import torch
 
 from arches.core.stack import IGNORE_INDEX
+from arches.errors import UserError
+from arches.tokenizer import SENTINEL_COUNT
 
 
 def random_segmentation(rng: np.random.Generator, num_items: int, num_segments: int) -> np.ndarray:
@@ -74,6 +76,25 @@ def span_counts(arch: dict, length: int) -> tuple[int, int]:
     num_noise = int(np.clip(round(length * arch.get("noise_density", 0.15)), 1, length - 1))
     num_spans = max(1, min(round(num_noise / arch.get("mean_span_length", 3.0)), num_noise, length - num_noise))
     return num_noise, num_spans
+
+
+def check_sentinel_capacity(arch: dict, seq_len: int, sentinels: int = SENTINEL_COUNT) -> None:
+    """Span corruption gives each noise span of a window its own sentinel (T5 §3.1.4):
+    refuse, when the config is composed, a window that makes more spans than the
+    tokenizer has sentinels, naming the longest data.seq_len that fits."""
+    _, spans = span_counts(arch, seq_len)
+    if spans <= sentinels:
+        return
+    # the span count never falls as the window grows: bisect for the longest that fits
+    fits, too_long = 2, seq_len
+    while too_long - fits > 1:
+        middle = (fits + too_long) // 2
+        fits, too_long = (middle, too_long) if span_counts(arch, middle)[1] <= sentinels else (fits, middle)
+    raise UserError(
+        f"arch.noise_density={arch.get('noise_density', 0.15)} and arch.mean_span_length="
+        f"{arch.get('mean_span_length', 3.0)} over data.seq_len={seq_len} make {spans} noise spans, but the "
+        f"tokenizer has {sentinels} sentinels; lower data.seq_len (at most {fits} here) or raise arch.mean_span_length"
+    )
 
 
 def batch_rng(seed: int, windows: list[dict], fallback: np.random.Generator) -> np.random.Generator:

@@ -8,8 +8,11 @@ Conventions, the same in every family:
   `TemplateLM._encode_pair`), so " yes" is scored as the word-initial token it is.
 - An empty context becomes `<eos>`: every document in training ends with `<eos>`,
   so it is the token a model has seen before the start of a text.
-- Contexts are truncated from the left to fit `model.cfg.max_len`; a continuation
-  that cannot fit on its own is an error, never silently cut.
+- Contexts are truncated from the left to the longest input the checkpoint trained
+  on (model.json's `trained_lengths`: a window's length, not the architecture's
+  `max_len`, whose later learned position rows a training run never updates), as
+  lm-eval's `hf` backend truncates to a model's trained context; a continuation that
+  cannot fit on its own is an error, never silently cut.
 - Logprobs are `log_softmax` in float32 of logits computed in the model's dtype,
   and the LM head runs only on the positions that are scored.
 """
@@ -253,7 +256,14 @@ class BaseScorer:
     rolling_margin = 0  # tokens a rolling window leaves for the family's own markers
 
     def __init__(
-        self, model: nn.Module, tokenizer: Tokenizer, arch: dict, format: str, stride: int | None, span: int | None = None
+        self,
+        model: nn.Module,
+        tokenizer: Tokenizer,
+        arch: dict,
+        format: str,
+        stride: int | None,
+        span: int | None = None,
+        trained: dict[str, int] | None = None,
     ) -> None:
         self.model = model
         self.tokenizer = tokenizer
@@ -261,15 +271,35 @@ class BaseScorer:
         self.format = format
         # an imported model names its own tokenizer's special tokens (arches.interop)
         self.specials = Specials.from_tokenizer(tokenizer, self.arch.get("special_tokens"))
-        self.max_len = int(model.cfg.max_len)
+        # The lengths the checkpoint trained on (the family's `trained_lengths`); without
+        # them (an imported model, or a checkpoint older than them) the architecture's max_len.
+        self.trained = {key: min(int(value), int(model.cfg.max_len)) for key, value in (trained or {}).items()}
+        # the longest input (the encoder's, for an encoder-decoder) that every request is cut to
+        self.max_len = self.trained.get("input", int(model.cfg.max_len))
         window = self.max_len - self.rolling_margin
+        room = self.continuation_room()
         if stride is not None and (not isinstance(stride, int) or stride < 1):
             raise UserError(f"stride={stride!r} must be a positive integer (tokens newly scored per rolling window)")
-        self.stride = min(stride or max(1, window // 2), window)
+        # a rolling window never predicts more than a continuation may hold
+        self.stride = min(stride or max(1, window // 2), window, room)
         if span is not None and (isinstance(span, bool) or not isinstance(span, int) or span < 0):
             raise UserError(f"span={span!r} must be a number of tokens >= 1 (tokens predicted per rolling window), or 0 for whole windows")
-        self.span = span or None
+        self.span = min(span, room) if span else None
         self._encoded: dict[str, list[int]] = {}
+
+    # A family overrides these two.
+    def continuation_room(self) -> int:
+        """The most continuation tokens one forward may score inside the trained lengths."""
+        return self.max_len
+
+    @property
+    def fills_blanks(self) -> bool:
+        """Whether this format asks for the continuation as a blank at the end of the
+        context (T5's sentinels, GLM's [MASK]). Such a format scores a continuation
+        longer than `continuation_room` as successive blanks, each with the earlier
+        ones appended to the context (the chain rule), so no request leaves the span
+        lengths the objective trained; any other format refuses it."""
+        return False
 
     @property
     def device(self) -> torch.device:
@@ -278,7 +308,7 @@ class BaseScorer:
     @property
     def settings(self) -> dict[str, Any]:
         """Everything besides the checkpoint and the request that changes a score."""
-        return {"format": self.format, "stride": self.stride, "span": self.span}
+        return {"format": self.format, "stride": self.stride, "span": self.span, "trained": self.trained}
 
     def encode(self, text: str) -> list[int]:
         ids = self._encoded.get(text)
@@ -298,11 +328,12 @@ class BaseScorer:
             raise UserError(f"an empty continuation cannot be scored (context {context[-40:]!r})")
         return context_ids or [self.specials.eos], continuation_ids
 
-    def check_fits(self, continuation: list[int], room: int) -> None:
+    def check_fits(self, continuation: list[int], room: int, what: str = "input") -> None:
         if len(continuation) > room:
             raise UserError(
-                f"a continuation of {len(continuation)} tokens does not fit the model's max_len={self.max_len} "
-                f"({room} tokens at most for the {self.family} family); use shorter continuations or a larger max_len"
+                f"a continuation of {len(continuation)} tokens does not fit the {self.trained.get(what, self.max_len)}-token "
+                f"{what} this {self.family} model was trained on ({room} tokens at most); score shorter continuations, "
+                f"or train with a longer data.seq_len"
             )
 
     # --- the contract ---
@@ -326,12 +357,29 @@ class BaseScorer:
 
     def score_tokens(self, requests: list[TokenPair], batch_size: int) -> list[tuple[float, bool]]:
         """(logprob, is_greedy) of each continuation, batched longest first."""
+        if self.fills_blanks and any(len(x) > self.continuation_room() for _, x in requests):
+            return self.score_as_blanks(requests, batch_size)
         results: list[tuple[float, bool]] = [(0.0, True)] * len(requests)
         with torch.inference_mode():
             for chunk in batches([len(c) + len(x) for c, x in requests], batch_size):
                 for index, result in zip(chunk, self.score_batch([requests[i] for i in chunk])):
                     results[index] = result
         return results
+
+    def score_as_blanks(self, requests: list[TokenPair], batch_size: int) -> list[tuple[float, bool]]:
+        """Each continuation as blanks of at most `continuation_room` tokens, in order:
+        log P(x | c) = sum_k log P(x_k | c, x_<k), every piece asked as a trained blank."""
+        room = self.continuation_room()
+        pieces, owners = [], []
+        for index, (context, continuation) in enumerate(requests):
+            for start in range(0, len(continuation), room):
+                pieces.append((context + continuation[:start], continuation[start : start + room]))
+                owners.append(index)
+        totals, all_greedy = [0.0] * len(requests), [True] * len(requests)
+        for owner, (logprob, greedy) in zip(owners, self.score_tokens(pieces, batch_size)):
+            totals[owner] += logprob
+            all_greedy[owner] = all_greedy[owner] and greedy
+        return list(zip(totals, all_greedy))
 
     def score_batch(self, requests: list[TokenPair]) -> list[tuple[float, bool]]:
         raise NotImplementedError

@@ -24,6 +24,9 @@ class FamilySpec:
     - `scorer(model, tokenizer, arch, **options)` -> a Scorer for lm-eval (`arches.core.scoring`).
     - `input_len(arch, seq_len)` -> the longest sequence the model sees for a window,
       which `max_len` must cover.
+    - `trained_lengths(arch, seq_len)` -> the longest lengths training on `seq_len`-token
+      windows feeds the model (`input` always; a family adds its own, e.g. an
+      encoder-decoder's `target`): recorded in model.json, and no scorer exceeds them.
     - `flops_per_token(model_cfg, arch, seq_len)` -> analytic training FLOPs per window token.
     - `objectives`: the objective names this family accepts; `positions` the allowed positions.
     """
@@ -36,3 +39,4 @@ class FamilySpec:
     objectives: tuple[str, ...]
     positions: tuple[str, ...] = ("learned", "rope", "alibi", "none", "t5_relative")
     scorer: Callable[..., Any] | None = None
+    trained_lengths: Callable[[dict, int], dict[str, int]] = lambda arch, seq_len: {"input": seq_len}
