@@ -130,7 +130,7 @@ FLEX_CASES = {
     # the non-causal decoder's prefix mask, a split point per row
     "prefix": lambda: (preset("prefix_lm"), lambda arch: collate(arch, windows(3))),
     # GLM's two parts, with padding (rows differ in length)
-    "glm": lambda: (preset("glm"), lambda arch: collate(arch, windows(3))),
+    "glm": lambda: (preset("glm"), lambda arch: collate(arch, windows(6))),
     # packed documents, causal (learned positions restart per document)
     "documents_causal": lambda: (
         preset("gpt", document_mask=True),
@@ -168,7 +168,7 @@ def test_flex_attention_matches_the_dense_mask(case: str, flex_on_cpu) -> None:
 def test_glm_flex_batches_have_padding_and_two_parts() -> None:
     # what the glm case above covers: rows of different lengths, Part B after Part A
     arch, _ = preset("glm")
-    batch = collate(arch, windows(3))
+    batch = collate(arch, windows(6))
     assert (~batch["is_real"]).any(), "the GLM batch must hold padding for the flex test to cover it"
     assert (batch["part_a_len"] < batch["is_real"].sum(1)).all()
 
