@@ -112,7 +112,7 @@ def unigram_baseline(cfg: DictConfig) -> dict:
     (bits per byte as lm-eval computes it: the passages' nats / ln 2 / their UTF-8
     bytes), so it sits beside the runs' corpus_ppl bits_per_byte like for like."""
     from arches.data import prepare
-    from harness.evaluate import _settings
+    from harness.evaluate import eval_settings
     from harness.tasks.build import TaskDataSpec, task_data_for_config
     from harness.tasks.loader import load_corpus_task
 
@@ -122,7 +122,7 @@ def unigram_baseline(cfg: DictConfig) -> dict:
 
     val_tokens = np.asarray(prepared.tokens("val"))
     val_nats = float(-log_probs[val_tokens].sum())
-    settings = _settings(cfg)
+    settings = eval_settings(cfg)
     spec = TaskDataSpec(settings["max_examples"], settings["fewshot_pool"], settings["seed"])
     served = load_corpus_task("corpus_ppl", str(task_data_for_config(cfg, spec)))["test"]
     # lm-eval scores the first eval.limit documents of a task

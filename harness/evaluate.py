@@ -122,7 +122,8 @@ def _limit(ev: DictConfig) -> tuple[int | None, str | None]:
     return limit, None
 
 
-def _settings(cfg: DictConfig) -> dict:
+def eval_settings(cfg: DictConfig) -> dict:
+    """The checked `eval` section: tasks, shots, limit, batch size, device and seeds (a bad value is one line)."""
     ev = cfg.get("eval")
     if ev is None:
         raise UserError("the config has no `eval` section; add `- eval: default` to sweeps/config.yaml's defaults")
@@ -434,7 +435,7 @@ def evaluate(cfg: DictConfig) -> dict:
 
     Returns {"run", "evals" (the new record entries), "skipped", "task_data"}.
     """
-    settings = _settings(cfg)
+    settings = eval_settings(cfg)
     run_dir, run_cfg = _run_folder(cfg)
     corpus_cfg = _corpus_config(run_cfg, cfg)
     with _quiet_lm_eval():
