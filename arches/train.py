@@ -55,7 +55,7 @@ CHECKPOINT_NAME = re.compile(r"^step(\d+)\.ckpt$")
 # Keys that may differ between the attempts of one run: where things live, how often
 # to checkpoint or log, what to evaluate. Everything else must match to resume.
 FREE_KEYS = (
-    "results_dir", "cache_dir", "run_name", "resume", "run", "eval", "tune", "experiment", "quick", "hydra",
+    "results_dir", "cache_dir", "run_name", "resume", "run", "eval", "tune", "experiment", "quick", "compare", "hydra",
     "data.num_workers", "train.checkpoint_interval", "train.keep_checkpoints", "train.log_interval",
     "trainer.accelerator",
     # how the model computes, not what (arches.core.config.SpeedConfig): a run may resume with other choices
@@ -314,15 +314,23 @@ def _free(key: str) -> bool:
     return any(key == free or key.startswith(f"{free}.") for free in FREE_KEYS)
 
 
-def check_same_config(run_dir: Path, saved: dict, wanted: dict) -> None:
-    """Refuse to resume a run folder into a different run (the keys that shape training)."""
+def config_differences(saved: dict, wanted: dict) -> str | None:
+    """The first keys that shape training and differ between two resolved configs, as
+    one phrase ("train.max_tokens=4096 there, 400000 here; ..."), or None when none does."""
     old, new = _flatten(saved), _flatten(wanted)
     differs = sorted(k for k in set(old) | set(new) if not _free(k) and old.get(k) != new.get(k))
-    if differs:
-        shown = "; ".join(f"{k}={old.get(k, '(unset)')} there, {new.get(k, '(unset)')} here" for k in differs[:3])
-        more = f" and {len(differs) - 3} more" if len(differs) > 3 else ""
+    if not differs:
+        return None
+    shown = "; ".join(f"{k}={old.get(k, '(unset)')} there, {new.get(k, '(unset)')} here" for k in differs[:3])
+    return shown + (f" and {len(differs) - 3} more" if len(differs) > 3 else "")
+
+
+def check_same_config(run_dir: Path, saved: dict, wanted: dict) -> None:
+    """Refuse to resume a run folder into a different run (the keys that shape training)."""
+    differences = config_differences(saved, wanted)
+    if differences:
         raise UserError(
-            f"{run_dir} was trained with another config ({shown}{more}); resume it with the same config, "
+            f"{run_dir} was trained with another config ({differences}); resume it with the same config, "
             f"use another run_name, or resume=never to start over"
         )
 

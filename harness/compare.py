@@ -12,12 +12,13 @@ reuses the requests it had already scored (harness.lm's cache).
 
 from __future__ import annotations
 
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from arches.config import compose, group_choices
 from arches.errors import ArchesError, UserError, unknown
@@ -56,17 +57,32 @@ def _experiment_name(overrides: list[str]) -> str:
     return names[-1]
 
 
+def _flag(cfg: DictConfig, key: str) -> bool:
+    value = OmegaConf.select(cfg, key, default=False)
+    if not isinstance(value, bool):  # "no" would be truthy
+        raise UserError(f"{key}={value!r} must be true or false")
+    return value
+
+
+def experiment_dir(cfg: DictConfig) -> Path:
+    """results/<experiment>/, or results/<experiment>-quick/ for a smoke check, so smoke
+    runs can never stand in for the full comparison's."""
+    name = str(cfg.experiment.name)
+    return Path(cfg.results_dir) / (f"{name}-quick" if _flag(cfg, "quick") else name)
+
+
 def plan(overrides: list[str]) -> tuple[DictConfig, list[PlannedRun], list[str]]:
     """The experiment's config and its runs (variant x seed), with their overrides."""
     name = _experiment_name(overrides)
     user = [o for o in overrides if o.split("=", 1)[0].lstrip("+") != "experiment"]
-    quick = compose([f"experiment={name}", *user]).get("quick", False)
+    quick = _flag(compose([f"experiment={name}", *user]), "quick")
     common = [f"experiment={name}", *(QUICK_OVERRIDES if quick else [])]
     cfg = compose([*common, *user])
     experiment = cfg.get("experiment")
     if not experiment or not experiment.get("variants"):
         raise UserError(f"experiment '{name}' lists no variants; add experiment.variants to sweeps/experiment/{name}.yaml")
-    out = Path(cfg.results_dir) / experiment.name
+    out = experiment_dir(cfg)
+    _flag(cfg, "compare.rerun_mismatched")
     tuned = tuned_studies(cfg)
     runs = []
     # `experiment.common`: overrides every variant shares (the block an experiment holds
@@ -96,6 +112,32 @@ def tuned_studies(cfg: DictConfig) -> dict[str, dict]:
     names = [names] if isinstance(names, str) else list(names)
     studies = [tuned_overrides(cfg.results_dir, str(name)) for name in names]
     return {study["preset"]: study for study in studies}
+
+
+def reusable(run: PlannedRun, run_cfg: DictConfig, rerun_mismatched: bool) -> None:
+    """Refuse (or, asked to, move aside) a run folder trained under another config than
+    the experiment now asks for, by the rule `arches train` resumes with: a mismatch is
+    never reused, and never deleted."""
+    from arches.config import to_container
+    from arches.run import CONFIG_FILE, read_config
+    from arches.train import config_differences
+
+    if not (run.run_dir / CONFIG_FILE).exists():
+        return
+    differences = config_differences(read_config(run.run_dir), to_container(run_cfg))
+    if differences is None:
+        return
+    # a hidden folder beside the runs: the report and the index skip it
+    aside = run.run_dir.parent / ".mismatched" / f"{run.run_dir.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    if not rerun_mismatched:
+        raise UserError(
+            f"{run.run_dir} was trained under another config than experiment {run_cfg.experiment.name} asks for "
+            f"({differences}); compare never reuses it: use another results_dir, or compare.rerun_mismatched=true "
+            f"to move it aside and train it again"
+        )
+    aside.parent.mkdir(exist_ok=True)
+    run.run_dir.rename(aside)
+    print(f"compare: {run.run_dir} was trained under another config ({differences}); moved to {aside}", file=sys.stderr)
 
 
 def _record(run: PlannedRun) -> dict:
@@ -153,8 +195,15 @@ def compare(overrides: list[str]) -> Path:
 
     console = Console(stderr=True)
     cfg, runs, _ = plan(overrides)
-    out = Path(cfg.results_dir) / cfg.experiment.name
+    out = experiment_dir(cfg)
     shots = [int(k) for k in cfg.eval.num_fewshot]
+
+    def run_config(run: PlannedRun) -> DictConfig:
+        return compose([*run.overrides, f"results_dir={out}", f"run_name={run.run_dir.name}"])
+
+    # every existing run is checked against its config before anything is trained
+    for run in runs:
+        reusable(run, run_config(run), bool(cfg.compare.rerun_mismatched))
     out.mkdir(parents=True, exist_ok=True)
 
     def status(run: PlannedRun) -> tuple[bool, list[int]]:
@@ -180,7 +229,7 @@ def compare(overrides: list[str]) -> Path:
         trained, missing = status(run)
         if trained and not missing:
             continue
-        run_cfg = compose([*run.overrides, f"results_dir={out}", f"run_name={run.run_dir.name}"])
+        run_cfg = run_config(run)
         if not trained:
             console.rule(f"[{index}/{len(runs)}] training {run.label}")
             try:

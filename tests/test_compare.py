@@ -87,7 +87,7 @@ def test_compare_end_to_end_then_skips_finished_work(tmp_path):
 
 def test_killed_compare_resumes_without_redoing_a_run(tmp_path):
     process = subprocess.Popen(compare_cmd(tmp_path), stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env())
-    first_record = tmp_path / "results" / "families" / "gpt-seed0" / "run.json"
+    first_record = tmp_path / "results" / "families-quick" / "gpt-seed0" / "run.json"
     deadline = time.time() + 600
     while time.time() < deadline:
         if first_record.exists() and json.loads(first_record.read_text()).get("compared_shots"):
@@ -104,10 +104,10 @@ def test_killed_compare_resumes_without_redoing_a_run(tmp_path):
     assert "] training gpt" not in rerun.stderr  # the finished run was not trained again
     assert "] evaluating gpt" not in rerun.stderr
     assert json.loads(first_record.read_text())["wall_time_s"] == done["wall_time_s"]
-    folders = sorted(p.name for p in (tmp_path / "results" / "families").iterdir() if p.is_dir())
+    folders = sorted(p.name for p in (tmp_path / "results" / "families-quick").iterdir() if p.is_dir())
     assert folders == ["bert-seed0", "glm-seed0", "gpt-seed0", "t5-seed0"]
     for name in folders:
-        assert json.loads((tmp_path / "results" / "families" / name / "run.json").read_text())["status"] == "completed"
+        assert json.loads((tmp_path / "results" / "families-quick" / name / "run.json").read_text())["status"] == "completed"
 
 
 def test_unknown_experiment_is_one_line_and_exit_2(tmp_path):
@@ -118,4 +118,57 @@ def test_unknown_experiment_is_one_line_and_exit_2(tmp_path):
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and "families" in lines[0] and "famlies" in lines[0]
+    assert not (tmp_path / "results").exists()
+
+
+# ---------------------------------------------------------------- integrity
+
+
+def one_variant_cmd(tmp_path: Path, *extra: str) -> list[str]:
+    """The families experiment cut to gpt alone, quick, scored on one cheap task."""
+    return [sys.executable, "-m", "arches.cli", "compare", "experiment=families", "quick=true",
+            *local_overrides(tmp_path), "~experiment.variants.bert=['arch=bert']",
+            "~experiment.variants.t5=['arch=t5']", "~experiment.variants.glm=['arch=glm']",
+            "train.max_tokens=2048", "eval.tasks=[corpus_cloze]", "eval.limit=4", *extra]  # fmt: skip
+
+
+def test_quick_runs_live_apart_from_the_full_comparison(tmp_path):
+    _, quick_runs, _ = plan(["experiment=knobs", *local_overrides(tmp_path), "quick=true"])
+    _, full_runs, _ = plan(["experiment=knobs", *local_overrides(tmp_path)])
+    assert {run.run_dir.parent.name for run in quick_runs} == {"knobs-quick"}
+    assert {run.run_dir.parent.name for run in full_runs} == {"knobs"}
+
+
+def test_a_run_trained_under_another_config_is_never_reused(tmp_path):
+    first = subprocess.run(one_variant_cmd(tmp_path), capture_output=True, text=True, env=env(), timeout=600)
+    assert first.returncode == 0, first.stderr[-3000:]
+    run = tmp_path / "results" / "families-quick" / "gpt-seed0"
+    trained = (run / "run.json").stat().st_mtime_ns
+
+    # the same experiment asking for twice the tokens: refused, in one line, before any work
+    refused = subprocess.run(one_variant_cmd(tmp_path, "train.max_tokens=4096"), capture_output=True, text=True,
+                             env=env(), timeout=300)  # fmt: skip
+    assert refused.returncode == 2
+    lines = refused.stderr.strip().splitlines()
+    assert len(lines) == 1 and "gpt-seed0" in lines[0] and "train.max_tokens=2048 there, 4096 here" in lines[0]
+    assert "compare.rerun_mismatched=true" in lines[0]
+    assert (run / "run.json").stat().st_mtime_ns == trained
+
+    # asked to, it moves the old run aside (never deletes it) and trains the one asked for
+    rerun = subprocess.run(one_variant_cmd(tmp_path, "train.max_tokens=4096", "compare.rerun_mismatched=true"),
+                           capture_output=True, text=True, env=env(), timeout=600)  # fmt: skip
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    assert json.loads((run / "run.json").read_text())["tokens_seen"] >= 4096
+    (moved,) = (tmp_path / "results" / "families-quick" / ".mismatched").iterdir()
+    assert json.loads((moved / "run.json").read_text())["tokens_seen"] < 4096
+    assert "gpt" in (tmp_path / "results" / "families-quick" / "report.md").read_text()
+
+
+@pytest.mark.parametrize("flag", ["quick=no", "compare.rerun_mismatched=maybe"])
+def test_a_flag_that_is_not_true_or_false_is_one_line(flag, tmp_path):
+    result = subprocess.run([sys.executable, "-m", "arches.cli", "compare", "experiment=families", flag,
+                             *local_overrides(tmp_path)], capture_output=True, text=True, env=env(), timeout=120)  # fmt: skip
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "must be true or false" in lines[0] and flag.split("=")[0] in lines[0]
     assert not (tmp_path / "results").exists()

@@ -140,7 +140,7 @@ def test_compare_killed_in_training_evaluation_and_report_redoes_nothing(corpus,
         "~experiment.variants.glm=['arch=glm']", "train.max_tokens=2048", "train.checkpoint_interval=4",
         "eval.tasks=[corpus_cloze,corpus_ppl]", "eval.limit=8", "eval.batch_size=4",
     )  # fmt: skip
-    folder = tmp_path / "families"
+    folder = tmp_path / "families-quick"  # quick runs have their own folder
     run = folder / "gpt-seed0"
 
     def record() -> dict:
