@@ -49,6 +49,7 @@ from arches.run import (
     write_config,
     write_model_file,
 )
+from arches.settings import check_train_settings
 
 RESUME_MODES = ("auto", "never")
 CHECKPOINT_NAME = re.compile(r"^step(\d+)\.ckpt$")
@@ -436,9 +437,7 @@ def train(cfg: DictConfig, callbacks: list | None = None) -> dict:
 
     `callbacks` are extra Lightning callbacks (e.g. Optuna's pruning callback)."""
     # the settings first: checking them needs no torch (seconds to import)
-    for key in ("micro_batch_size", "grad_accum"):
-        if int(cfg.train[key]) < 1:
-            raise UserError(f"train.{key}={cfg.train[key]} must be a positive integer")
+    check_train_settings(cfg)
     resume = _resume_mode(cfg)
     interval = _positive(cfg, "checkpoint_interval", 100)
     keep = _positive(cfg, "keep_checkpoints", 2)

@@ -201,8 +201,11 @@ def compare(overrides: list[str]) -> Path:
     def run_config(run: PlannedRun) -> DictConfig:
         return compose([*run.overrides, f"results_dir={out}", f"run_name={run.run_dir.name}"])
 
-    # every existing run is checked against its config before anything is trained
+    # every run's settings, and every existing run against its config, before anything is trained
+    from arches.settings import check_train_settings
+
     for run in runs:
+        check_train_settings(run_config(run))
         reusable(run, run_config(run), bool(cfg.compare.rerun_mismatched))
     out.mkdir(parents=True, exist_ok=True)
 
