@@ -11,6 +11,7 @@ from __future__ import annotations
 from importlib import resources
 from pathlib import Path
 
+import yaml
 from omegaconf import DictConfig, OmegaConf
 
 from arches.errors import UserError, unknown
@@ -75,7 +76,24 @@ def compose(overrides: list[str] | None = None, config_name: str = CONFIG_NAME) 
     except (HydraException, OmegaConfBaseException) as error:
         first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise UserError(f"bad override: {first}") from error
+    except yaml.YAMLError as error:
+        raise broken_yaml(error) from None
     return cfg
+
+
+def broken_yaml(error: yaml.YAMLError) -> UserError:
+    """One line naming the config file that does not parse, with its line and column.
+    Hydra parses a file's text, so the error knows no file name: the tree is searched for
+    the file that fails (a few dozen small files)."""
+    for path in sorted(sweeps_dir().rglob("*.yaml")):
+        try:
+            yaml.safe_load(path.read_text(encoding="utf-8"))
+        except yaml.YAMLError as found:
+            mark = getattr(found, "problem_mark", None)
+            where = f":{mark.line + 1}:{mark.column + 1}" if mark is not None else ""
+            problem = getattr(found, "problem", None) or str(found).splitlines()[0]
+            return UserError(f"{path}{where}: {problem}; fix the YAML there")
+    return UserError(f"a config file does not parse: {str(error).splitlines()[0]}")
 
 
 def to_container(cfg: DictConfig) -> dict:

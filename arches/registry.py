@@ -38,6 +38,14 @@ def plain(section: Any) -> dict:
     return dict(section or {})
 
 
+def sweeps_preset(name: Any) -> str | None:
+    """The preset file a config's arch came from, when there is one (to name it in errors)."""
+    from arches.config import sweeps_dir
+
+    path = sweeps_dir() / "arch" / f"{name}.yaml"
+    return str(path) if name and path.exists() else None
+
+
 def model_config(arch: Any, size: Any, vocab_size: int, seq_len: int | None = None) -> ModelConfig:
     """The ModelConfig of a preset at a size, checked against its family and window."""
     arch, size = plain(arch), plain(size)
@@ -49,7 +57,11 @@ def model_config(arch: Any, size: Any, vocab_size: int, seq_len: int | None = No
     if "d_ff" in values and values["d_ff"] is None:
         values.pop("d_ff")
     values["vocab_size"] = vocab_size
-    cfg = ModelConfig.from_dict(values)
+    try:
+        cfg = ModelConfig.from_dict(values)
+    except UserError as error:
+        preset_file = sweeps_preset(arch.get("name"))
+        raise (UserError(f"{preset_file}: {error}") if preset_file else error) from None
     if cfg.position not in spec.positions:
         raise UserError(
             f"model.position={cfg.position} means nothing for the {spec.name} family; "
@@ -84,8 +96,16 @@ def list_command(overrides: list[str]) -> None:
     table = Table(title=f"presets (vocab {vocab_size}, window {seq_len} tokens)", expand=True)
     for column in ("preset", "family", "objective", "knobs", "size", "params", "non-emb params", "FLOPs/token"):
         table.add_column(column, justify="right" if column in ("params", "non-emb params", "FLOPs/token") else "left")
+    broken = []
     for preset in group_choices("arch"):
-        arch = plain(compose([f"arch={preset}", *overrides]).arch)
+        try:  # a broken preset is listed as broken; the others still are
+            arch = plain(compose([f"arch={preset}", *overrides]).arch)
+            model_config(arch, plain(compose(["size=debug", *overrides]).size), vocab_size)
+        except UserError as error:
+            broken.append(preset)
+            table.add_row(preset, "[red]broken[/red]", "", str(error), *[""] * 4)
+            table.add_section()
+            continue
         knobs = " ".join(f"{k}={v}" for k, v in (arch.get("model") or {}).items())
         order = ["debug", "tiny", "small", "base"]  # smallest first; other sizes after, by name
         sizes = sorted(group_choices("size"), key=lambda name: (order.index(name) if name in order else len(order), name))
@@ -102,3 +122,7 @@ def list_command(overrides: list[str]) -> None:
             )
         table.add_section()
     Console().print(table)
+    if broken:
+        import sys
+
+        print(f"arches list: {len(broken)} preset(s) could not be read: {', '.join(broken)} (see the table)", file=sys.stderr)
