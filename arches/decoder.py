@@ -27,7 +27,7 @@ from arches.core.noise import (
     pad_stack,
     random_spans_noise_mask,
     span_corrupt,
-    span_counts,
+    span_corrupted_lengths,
 )
 from arches.core.positions import document_position_ids
 from arches.core.scoring import ROLLING_SPAN, BaseScorer, GreedyStops, TokenPair, check_options, choose_format, pad_rows, score_positions, sum_by_request
@@ -140,8 +140,8 @@ def collate(
 def input_len(arch: dict, seq_len: int) -> int:
     if arch.get("objective", "lm") == "span_corruption":
         check_sentinel_capacity(arch, seq_len)
-        _, spans = span_counts(arch, seq_len)
-        return seq_len + 2 * spans + 1  # a sentinel per span on each side, two eos, minus the shift
+        inputs, targets = span_corrupted_lengths(arch, seq_len)
+        return inputs + targets - 1  # the two concatenated, minus the shift
     return seq_len - 1
 
 
@@ -151,8 +151,7 @@ def trained_lengths(arch: dict, seq_len: int) -> dict[str, int]:
     the sentinel format may hold."""
     lengths = {"input": input_len(arch, seq_len)}
     if arch.get("objective", "lm") == "span_corruption":
-        noise, spans = span_counts(arch, seq_len)
-        lengths["target"] = noise + spans + 1
+        lengths["target"] = span_corrupted_lengths(arch, seq_len)[1]
     return lengths
 
 
@@ -163,8 +162,7 @@ def flops_per_token(cfg: ModelConfig, arch: dict, seq_len: int) -> float:
     length = input_len(arch, seq_len)
     objective = arch.get("objective", "lm")
     if objective == "span_corruption":
-        noise, spans = span_counts(arch, seq_len)
-        labelled = noise + spans + 1  # the targets: a sentinel and its span per span, then eos
+        labelled = span_corrupted_lengths(arch, seq_len)[1]  # the targets
     elif objective == "prefix_lm":
         # a split p uniform in [1, length - 1] leaves length - p + 1 positions labelled (collate)
         labelled = expected(lambda prefix_len: length - prefix_len + 1, range(1, length))
@@ -197,10 +195,11 @@ class DecoderScorer(BaseScorer):
 
     family = "decoder"
 
-    def __init__(self, *args, **kwargs) -> None:
-        # the sentinel format spends three tokens on its markers
-        self.rolling_margin = 3 if args[3] == "sentinel" else 0
-        super().__init__(*args, **kwargs)
+    @property
+    def rolling_margin(self) -> int:
+        """The tokens a rolling window leaves for this format's markers."""
+        closing, opening = self.markers()
+        return len(closing) + len(opening)
 
     @property
     def fills_blanks(self) -> bool:
@@ -208,7 +207,7 @@ class DecoderScorer(BaseScorer):
 
     def continuation_room(self) -> int:
         if self.format == "sentinel":
-            return min(self.trained.get("target", self.max_len) - 1, self.max_len - 3)
+            return min(self.trained.get("target", self.max_len) - 1, self.max_len - self.rolling_margin)
         return self.max_len
 
     def markers(self) -> tuple[list[int], list[int]]:
@@ -230,7 +229,7 @@ class DecoderScorer(BaseScorer):
         for index, (context, continuation) in enumerate(requests):
             self.check_fits(continuation, self.continuation_room())
             # the row: context (cut from the left), markers, continuation; the last token is never input
-            room = self.max_len + 1 - len(closing) - len(opening) - len(continuation)
+            room = self.max_len + 1 - self.rolling_margin - len(continuation)
             ids = context[-room:] + closing + opening + continuation
             prefix_lens.append(len(ids) - len(opening) - len(continuation))
             first = len(ids) - len(continuation)
@@ -251,12 +250,12 @@ class DecoderScorer(BaseScorer):
         default positions its cached keys were built with."""
         closing, opening = self.markers()
         # generation stays inside the trained input (and, for sentinels, the trained targets)
-        max_tokens = max(0, min(max_tokens, self.continuation_room(), self.max_len - 1 - len(closing) - len(opening)))
+        max_tokens = max(0, min(max_tokens, self.continuation_room(), self.max_len - 1 - self.rolling_margin))
         stop_ids = {self.specials.eos} | (set(self.specials.sentinels) if self.format == "sentinel" else set())
         stops = GreedyStops(self.tokenizer, until, stop_ids, max_tokens)
         if max_tokens == 0:
             return stops.results()
-        room = self.max_len - max_tokens - len(closing) - len(opening)
+        room = self.max_len - max_tokens - self.rolling_margin
         rows = [self.generation_context(c, room) + closing + opening for c in contexts]
         tokens, is_real = pad_rows(rows, self.specials.pad, self.device, left=True)
         length = tokens.shape[1]

@@ -31,7 +31,7 @@ from arches.core.noise import (
     pad_stack,
     random_spans_noise_mask,
     span_corrupt,
-    span_counts,
+    span_corrupted_lengths,
 )
 from arches.core.scoring import ROLLING_SPAN, BaseScorer, GreedyStops, TokenPair, check_options, choose_format, pad_rows, score_positions, sum_by_request
 from arches.core.stack import init_weights
@@ -142,8 +142,8 @@ def trained_lengths(arch: dict, seq_len: int) -> dict[str, int]:
     corruption's are fixed (the corrupted window with eos; sentinels, spans and eos);
     the prefix LM's split leaves at least one token on each side."""
     if arch.get("objective", "span_corruption") == "span_corruption":
-        noise, spans = span_counts(arch, seq_len)
-        return {"input": seq_len - noise + spans + 1, "target": noise + spans + 1}
+        inputs, targets = span_corrupted_lengths(arch, seq_len)
+        return {"input": inputs, "target": targets}
     return {"input": seq_len - 1, "target": seq_len - 1}
 
 
@@ -159,8 +159,7 @@ def flops_per_token(cfg: ModelConfig, arch: dict, seq_len: int) -> float:
         return encoder + decoder
 
     if arch.get("objective", "span_corruption") == "span_corruption":
-        noise, spans = span_counts(arch, seq_len)
-        mean = forward(seq_len - noise + spans + 1, noise + spans + 1)  # each with its eos
+        mean = forward(*span_corrupted_lengths(arch, seq_len))  # each with its eos
     else:
         # the first `split` tokens go to the encoder, the rest to the decoder (collate)
         mean = expected(lambda split: forward(split, seq_len - split), range(1, seq_len))

@@ -82,7 +82,6 @@ def plan(overrides: list[str]) -> tuple[DictConfig, list[PlannedRun], list[str]]
     if not experiment or not experiment.get("variants"):
         raise UserError(f"experiment '{name}' lists no variants; add experiment.variants to sweeps/experiment/{name}.yaml")
     out = experiment_dir(cfg)
-    _flag(cfg, "compare.rerun_mismatched")
     tuned = tuned_studies(cfg)
     runs = []
     # `experiment.common`: overrides every variant shares (the block an experiment holds
@@ -196,17 +195,18 @@ def compare(overrides: list[str]) -> Path:
     console = Console(stderr=True)
     cfg, runs, _ = plan(overrides)
     out = experiment_dir(cfg)
+    rerun_mismatched = _flag(cfg, "compare.rerun_mismatched")
     shots = [int(k) for k in cfg.eval.num_fewshot]
 
-    def run_config(run: PlannedRun) -> DictConfig:
-        return compose([*run.overrides, f"results_dir={out}", f"run_name={run.run_dir.name}"])
-
-    # every run's settings, and every existing run against its config, before anything is trained
+    # every run's config composed once: its settings, and an existing run against it,
+    # are checked before anything is trained
     from arches.settings import check_train_settings
 
+    run_configs = {}
     for run in runs:
-        check_train_settings(run_config(run))
-        reusable(run, run_config(run), bool(cfg.compare.rerun_mismatched))
+        run_configs[run.run_dir] = compose([*run.overrides, f"results_dir={out}", f"run_name={run.run_dir.name}"])
+        check_train_settings(run_configs[run.run_dir])
+        reusable(run, run_configs[run.run_dir], rerun_mismatched)
     out.mkdir(parents=True, exist_ok=True)
 
     def status(run: PlannedRun) -> tuple[bool, list[int]]:
@@ -232,7 +232,7 @@ def compare(overrides: list[str]) -> Path:
         trained, missing = status(run)
         if trained and not missing:
             continue
-        run_cfg = run_config(run)
+        run_cfg = run_configs[run.run_dir]
         if not trained:
             console.rule(f"[{index}/{len(runs)}] training {run.label}")
             try:

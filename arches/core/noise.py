@@ -78,6 +78,14 @@ def span_counts(arch: dict, length: int) -> tuple[int, int]:
     return num_noise, num_spans
 
 
+def span_corrupted_lengths(arch: dict, length: int) -> tuple[int, int]:
+    """The lengths `span_corrupt` gives a window of `length` tokens: (inputs, the kept
+    tokens and a sentinel per span, then eos; targets, a sentinel and its span per
+    span, then eos). They are fixed: the noise and span counts are."""
+    noise, spans = span_counts(arch, length)
+    return length - noise + spans + 1, noise + spans + 1
+
+
 def check_sentinel_capacity(arch: dict, seq_len: int, sentinels: int = SENTINEL_COUNT) -> None:
     """Span corruption gives each noise span of a window its own sentinel (T5 §3.1.4):
     refuse, when the config is composed, a window that makes more spans than the
