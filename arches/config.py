@@ -8,6 +8,7 @@ closest one, rather than Hydra's multi-line exception.
 
 from __future__ import annotations
 
+import re
 from importlib import resources
 from pathlib import Path
 
@@ -53,14 +54,17 @@ def check_overrides(overrides: list[str]) -> None:
         key, value = override.split("=", 1)
         key = key.lstrip("+~")
         if key in groups and value not in ("", "null"):
-            # a Hydra sweep list (`-m arch=gpt,bert`) names several choices
-            for choice in value.split(","):
-                if choice not in group_choices(key):
+            # a Hydra sweep list (`-m arch=gpt,bert`) names several choices, and so does a
+            # group that takes several at once (`logger=[tensorboard,wandb]`)
+            for choice in value.strip("[]").split(","):
+                choice = choice.strip()
+                if choice and choice not in group_choices(key):
                     raise unknown(key, choice, group_choices(key))
 
 
-def compose(overrides: list[str] | None = None, config_name: str = CONFIG_NAME) -> DictConfig:
-    """The resolved-able config for these overrides (Hydra's compose API)."""
+def compose(overrides: list[str] | None = None, config_name: str = CONFIG_NAME, hydra_node: bool = False) -> DictConfig:
+    """The resolved-able config for these overrides (Hydra's compose API); `hydra_node`
+    adds Hydra's own `hydra:` section (`--cfg all`, and the group choices help reads)."""
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
@@ -72,9 +76,16 @@ def compose(overrides: list[str] | None = None, config_name: str = CONFIG_NAME) 
     GlobalHydra.instance().clear()
     try:
         with initialize_config_dir(config_dir=str(sweeps_dir()), version_base=None):
-            cfg = hydra_compose(config_name=config_name, overrides=overrides)
+            cfg = hydra_compose(config_name=config_name, overrides=overrides, return_hydra_config=hydra_node)
     except (HydraException, OmegaConfBaseException) as error:
         first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        missing = re.fullmatch(r"Could not override '([\w.]+)'\.?", first)
+        if missing:  # a key no section has: the settings tables name the closest one
+            from arches.settings import unknown_override
+
+            suggestion = unknown_override(missing.group(1))
+            if suggestion is not None:
+                raise suggestion from error
         raise UserError(f"bad override: {first}") from error
     except yaml.YAMLError as error:
         raise broken_yaml(error) from None

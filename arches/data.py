@@ -38,7 +38,7 @@ from tokenizers import Tokenizer
 
 from arches.run import file_sha256
 from arches.errors import RunFailure, UserError, unknown
-from arches.tokenizer import MIN_VOCAB_SIZE, Specials, load_tokenizer, tokenizer_hash, train_tokenizer
+from arches.tokenizer import Specials, load_tokenizer, tokenizer_hash, train_tokenizer
 
 # Bump when the extraction, splitting or tokenization changes what a cache entry holds.
 CACHE_VERSION = 1
@@ -799,27 +799,11 @@ def load_entry(entry: Path, cache_hit: bool) -> PreparedData:
     )
 
 
-def _number(data_cfg: Any, key: str, default: float, kind: type = int) -> Any:
-    value = data_cfg.get(key, default)
-    try:
-        return kind(value)
-    except (TypeError, ValueError):
-        raise UserError(f"data.{key}={value} is not a number; e.g. data.{key}={default}") from None
-
-
 def _check_data_cfg(data_cfg: Any) -> None:
-    val, test = _number(data_cfg, "val_fraction", 0.05, float), _number(data_cfg, "test_fraction", 0.05, float)
-    if not (0 <= val < 1 and 0 <= test < 1 and val + test < 1):
-        raise UserError(
-            f"data.val_fraction={val} and data.test_fraction={test} must each be in [0, 1) and sum below 1"
-        )
-    if _number(data_cfg, "seq_len", 256) < 1:
-        raise UserError(f"data.seq_len={data_cfg.get('seq_len')} must be a positive number of tokens")
-    if data_cfg.get("tokenizer_path") is None and _number(data_cfg, "vocab_size", 8192) < MIN_VOCAB_SIZE:
-        raise UserError(
-            f"data.vocab_size={data_cfg.get('vocab_size')} is smaller than the special tokens plus 256 bytes; "
-            f"use data.vocab_size={MIN_VOCAB_SIZE} or more"
-        )
+    """Every data setting's type and range, and its source's rules (arches.settings' table)."""
+    from arches.settings import check_data_section
+
+    check_data_section(data_cfg)
 
 
 def prepare(cfg: Any) -> PreparedData:
@@ -862,8 +846,9 @@ def prepare_command(overrides: list[str]) -> None:
     prepared = prepare(cfg)
     seconds = time.perf_counter() - started
 
-    from rich.console import Console
     from rich.table import Table
+
+    from arches.tables import print_table
 
     stats = prepared.stats
     table = Table(title=f"corpus: {stats.get('source')}", caption_justify="left")
@@ -889,7 +874,7 @@ def prepare_command(overrides: list[str]) -> None:
         )
     table.caption = "\n".join(lines)
     table.min_width = max(len(line) for line in lines)  # the caption wraps at the table's width
-    Console().print(table)
+    print_table(table)  # whole in a pipe or a file, folded in a narrow terminal
 
 
 # ---------------------------------------------------------------- windows for the families

@@ -15,12 +15,13 @@ the weights an uninterrupted one would have. `resume=never` starts over.
 
 from __future__ import annotations
 
-import csv
-import io
+import hashlib
+import json
 import logging
 import math
 import os
 import re
+import shlex
 import shutil
 import sys
 import tempfile
@@ -49,7 +50,10 @@ from arches.run import (
     write_config,
     write_model_file,
 )
-from arches.settings import check_train_settings
+from arches.loggers import run_loggers
+from arches.progress import shows_bar, training_progress
+from arches.provenance import attempt_fields, device_info, provenance
+from arches.settings import check_data_settings, check_train_settings
 
 RESUME_MODES = ("auto", "never")
 CHECKPOINT_NAME = re.compile(r"^step(\d+)\.ckpt$")
@@ -59,6 +63,8 @@ FREE_KEYS = (
     "results_dir", "cache_dir", "run_name", "resume", "run", "eval", "tune", "experiment", "quick", "compare", "hydra",
     "data.num_workers", "train.checkpoint_interval", "train.keep_checkpoints", "train.log_interval",
     "trainer.accelerator",
+    # how a run reports, not what it trains: another logger or progress display may resume it
+    "logger", "train.progress", "train.progress_interval_s",
     # how the model computes, not what (arches.core.config.SpeedConfig): a run may resume with other choices
     "trainer.compile", "train.attention_backend", "train.loss_chunk_size", "train.activation_checkpointing",
     "train.fused_adamw", "train.tf32",
@@ -69,11 +75,21 @@ GPU_DETERMINISM_NOTE = (
 )
 
 
+def config_hash(resolved: dict) -> str:
+    """A short hash of every key that shapes training (not FREE_KEYS): two configs share it
+    exactly when `check_same_config` lets one resume the other."""
+    shaping = {key: value for key, value in _flatten(resolved).items() if not _free(key)}
+    text = json.dumps(shaping, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:8]
+
+
 def run_name(cfg: DictConfig) -> str:
+    """`run_name`, or one derived from the config (preset, size, data, seed, and a hash of
+    the rest), never from the clock: the same command names the same run folder, so it
+    resumes an interrupted run (resume=auto) instead of starting a new one."""
     if cfg.get("run_name"):
         return str(cfg.run_name)
-    stamp = time.strftime("%Y%m%d-%H%M%S")
-    return f"{cfg.arch.name}-{cfg.size.name}-{cfg.data.source}-seed{cfg.seed}-{stamp}"
+    return f"{cfg.arch.name}-{cfg.size.name}-{cfg.data.source}-seed{cfg.seed}-{config_hash(to_container(cfg))}"
 
 
 def world_size(cfg: DictConfig) -> int:
@@ -370,65 +386,6 @@ def existing_run(
     return {"record": record, "checkpoint": checkpoint, "completed": completed}
 
 
-def _keep_log_rows(metrics_csv: Path, resumed: dict) -> None:
-    """logs/metrics.csv as it stood when the checkpoint was saved: rows logged after it
-    are trained (and logged) again, and the checkpointed step's own row, which Lightning
-    writes only after saving, comes from the checkpoint."""
-    rows, fields = [], []
-    if metrics_csv.exists():
-        with open(metrics_csv, newline="") as handle:
-            reader = csv.DictReader(handle)
-            fields, rows = list(reader.fieldnames or []), list(reader)
-    if resumed.get("step") is not None:
-        rows = [row for row in rows if row.get("step") in ("", None) or int(float(row["step"])) < resumed["step"]]
-    if resumed.get("row"):
-        rows.append(resumed["row"])
-        fields = sorted(set(fields) | set(resumed["row"]))
-    if not fields:
-        return
-    out = io.StringIO()
-    writer = csv.DictWriter(out, fieldnames=fields)
-    writer.writeheader()
-    writer.writerows(rows)
-    from arches.run import write_atomic
-
-    write_atomic(metrics_csv, out.getvalue())
-
-
-def _csv_logger(logs: Path, lit, resuming: bool):
-    """Lightning's CSVLogger deletes an existing metrics.csv when it opens the folder; a
-    resumed run keeps the rows up to its checkpoint and appends the rest. The cut waits
-    for the first save, when the checkpoint has been loaded and says where it was."""
-    from lightning.pytorch.loggers import CSVLogger
-    from lightning.pytorch.loggers.csv_logs import ExperimentWriter
-
-    class ResumedWriter(ExperimentWriter):
-        _cut = not resuming
-
-        def _check_log_dir_exists(self) -> None:
-            if not resuming:
-                super()._check_log_dir_exists()
-
-        def save(self) -> None:
-            if not self._cut and self.metrics:
-                self._cut = True
-                _keep_log_rows(Path(self.metrics_file_path), lit.resumed_log or {})
-                if self._fs.isfile(self.metrics_file_path):
-                    with open(self.metrics_file_path, newline="") as handle:
-                        self.metrics_keys = sorted(csv.DictReader(handle).fieldnames or [])
-            super().save()
-
-    class ResumedCSVLogger(CSVLogger):
-        @property
-        def experiment(self):
-            if self._experiment is None:
-                os.makedirs(self.root_dir, exist_ok=True)
-                self._experiment = ResumedWriter(log_dir=self.log_dir)
-            return self._experiment
-
-    return ResumedCSVLogger(logs, name="", version="")
-
-
 # ---------------------------------------------------------------- train
 
 
@@ -438,6 +395,7 @@ def train(cfg: DictConfig, callbacks: list | None = None) -> dict:
     `callbacks` are extra Lightning callbacks (e.g. Optuna's pruning callback)."""
     # the settings first: checking them needs no torch (seconds to import)
     check_train_settings(cfg)
+    check_data_settings(cfg)
     resume = _resume_mode(cfg)
     interval = _positive(cfg, "checkpoint_interval", 100)
     keep = _positive(cfg, "keep_checkpoints", 2)
@@ -470,8 +428,6 @@ def train(cfg: DictConfig, callbacks: list | None = None) -> dict:
     # everything is checked: only now the heavy imports (Lightning takes seconds)
     import lightning as L
     import torch
-    from lightning.pytorch.callbacks import RichProgressBar
-    from lightning.pytorch.loggers import TensorBoardLogger
 
     from arches.core.stack import parameter_counts
     from arches.data import ArchesDataModule
@@ -542,6 +498,7 @@ def train(cfg: DictConfig, callbacks: list | None = None) -> dict:
         save_last=False,
         enable_version_counter=False,
     )
+    progress = training_progress(cfg, run_dir.name, steps, world)
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*exists and is not empty.*")
         trainer = L.Trainer(
@@ -558,12 +515,12 @@ def train(cfg: DictConfig, callbacks: list | None = None) -> dict:
             check_val_every_n_epoch=None,
             num_sanity_val_steps=0,
             log_every_n_steps=int(cfg.train.log_interval),
-            logger=[_csv_logger(logs, lit, ckpt_path is not None), TensorBoardLogger(logs, name="", version="tensorboard")],
-            callbacks=([RichProgressBar()] if sys.stderr.isatty() else []) + list(callbacks or []) + [periodic],
+            logger=run_loggers(cfg, logs, run_dir.name, lit, ckpt_path is not None),
+            callbacks=progress + list(callbacks or []) + [periodic],
             plugins=[_atomic_checkpoint_io(run_dir.name)],
             # the training sampler splits windows across ranks itself (arches.data.WindowOrder)
             use_distributed_sampler=False,
-            enable_progress_bar=sys.stderr.isatty(),
+            enable_progress_bar=shows_bar(progress),
             enable_checkpointing=True,
             enable_model_summary=False,
             deterministic=bool(cfg.trainer.get("deterministic", False)),
@@ -657,9 +614,13 @@ def _speed(cfg: DictConfig, model_cfg, model, gpu: bool):
 def _record_start(run_dir: Path, cfg: DictConfig, arch: dict, spec, prepared, counts: dict, flops_per_token: float,
                   steps: int, seq_len: int, gpu: bool, world: int = 1) -> None:
     """run.json at the start of an attempt: what is trained, on what, and how (the
-    planned tokens, like every count, over all `world` ranks)."""
+    planned tokens, like every count, over all `world` ranks) and the code, libraries and
+    device it runs under (arches.provenance: a resume under others is kept in the history)."""
+    record_path = run_dir / RUN_RECORD
+    current = {**provenance(), "device": device_info("cuda" if gpu else "cpu", precision(cfg), count=world)}
     update_record(
         run_dir,
+        **attempt_fields(read_json(record_path) if record_path.exists() else {}, current),
         status="running",
         error=None,
         run_name=run_dir.name,
@@ -720,12 +681,28 @@ def _hydra_task(cfg: DictConfig) -> None:
         print(f"arches: error: {error}", file=sys.stderr)
 
 
+def resume_hint(cfg: DictConfig, argv: list[str]) -> str:
+    """What an interrupted `arches train` prints: the exact command that continues the run."""
+    run_dir = Path(cfg.results_dir) / run_name(cfg)
+    found = checkpoints(run_dir)
+    step = found[-1][0] if found else None
+    command = shlex.join(["arches", "train", *[a for a in argv if a not in ("resume=never",)]])
+    if step is None:
+        return f"arches: {run_dir} has no checkpoint yet; `{command}` starts it again"
+    return f"arches: {run_dir} stopped; `{command}` resumes it from step {step} (resume=never starts over)"
+
+
 def train_command(argv: list[str]) -> None:
     multirun = any(arg in ("-m", "--multirun") for arg in argv)
     overrides = [arg for arg in argv if arg not in ("-m", "--multirun")]
     check_overrides(overrides)
     if not multirun:
-        record = train(compose(overrides))
+        cfg = compose(overrides)
+        try:
+            record = train(cfg)
+        except KeyboardInterrupt:
+            print(resume_hint(cfg, argv), file=sys.stderr)
+            raise
         print(record["run_dir"])
         return
     import hydra

@@ -754,7 +754,10 @@ class Job:
 
 def prepare_job(overrides: list[str]) -> Job:
     """Compose and validate everything before any storage is touched."""
+    from arches.settings import check_tune_settings
+
     cfg = compose(overrides)
+    check_tune_settings(cfg)  # every trial's train, trainer and data settings, and the study's own
     settings = Settings.from_cfg(cfg)
     check_space_keys(cfg, settings)
     strategy = str(cfg.trainer.get("strategy"))

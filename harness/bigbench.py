@@ -405,16 +405,20 @@ def bigbench_command(argv: list[str]) -> None:
     """`arches data bigbench [overrides]`: fetch BIG-bench once and convert `eval.bigbench.tasks`."""
     from arches.config import compose
 
+    from arches.settings import check_eval_settings
+
     started = time.perf_counter()
     cfg = compose(argv)
+    check_eval_settings(cfg)  # eval.bigbench.* before the 358 MB download
     settings = cfg.get("eval", {}).get("bigbench", {}) or {}
     tasks = [str(t) for t in (settings.get("tasks") or list(BIGBENCH_TASKS))]
     spec = spec_from_config(cfg)
     manifest = ensure_bigbench(cfg.cache_dir, tasks, spec)
     seconds = time.perf_counter() - started
 
-    from rich.console import Console
     from rich.table import Table
+
+    from arches.tables import print_table
 
     table = Table(title=f"BIG-bench tasks ({REQUIREMENT})", caption_justify="left")
     for column in ("task", "examples", "scored", "few-shot pool", "chance"):
@@ -423,4 +427,4 @@ def bigbench_command(argv: list[str]) -> None:
         info = manifest[name]
         table.add_row(name, f"{info['examples']:,}", f"{info['test']:,}", f"{info['train']:,}", f"{info['chance']:.3f}")
     table.caption = f"tasks {tasks_dir(cfg.cache_dir)}\n{seconds:.1f} s"
-    Console().print(table)
+    print_table(table)  # whole in a pipe or a file, folded in a narrow terminal

@@ -22,6 +22,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from arches.config import compose, group_choices
 from arches.errors import ArchesError, UserError, unknown
+from arches.settings import check_compare_settings, rule_for
 
 # `quick=true`: any experiment as a smoke check (the tests use it).
 QUICK_OVERRIDES = [
@@ -59,8 +60,7 @@ def _experiment_name(overrides: list[str]) -> str:
 
 def _flag(cfg: DictConfig, key: str) -> bool:
     value = OmegaConf.select(cfg, key, default=False)
-    if not isinstance(value, bool):  # "no" would be truthy
-        raise UserError(f"{key}={value!r} must be true or false")
+    rule_for(key).check(key, value)  # true or false only: "no" would be truthy
     return value
 
 
@@ -71,13 +71,21 @@ def experiment_dir(cfg: DictConfig) -> Path:
     return Path(cfg.results_dir) / (f"{name}-quick" if _flag(cfg, "quick") else name)
 
 
-def plan(overrides: list[str]) -> tuple[DictConfig, list[PlannedRun], list[str]]:
-    """The experiment's config and its runs (variant x seed), with their overrides."""
+def experiment_overrides(overrides: list[str]) -> tuple[list[str], list[str]]:
+    """(the experiment's own overrides, the user's): its config composes from both, the
+    user's last (`arches compare --cfg job` prints that config)."""
     name = _experiment_name(overrides)
     user = [o for o in overrides if o.split("=", 1)[0].lstrip("+") != "experiment"]
     quick = _flag(compose([f"experiment={name}", *user]), "quick")
-    common = [f"experiment={name}", *(QUICK_OVERRIDES if quick else [])]
+    return [f"experiment={name}", *(QUICK_OVERRIDES if quick else [])], user
+
+
+def plan(overrides: list[str]) -> tuple[DictConfig, list[PlannedRun], list[str]]:
+    """The experiment's config and its runs (variant x seed), with their overrides."""
+    name = _experiment_name(overrides)
+    common, user = experiment_overrides(overrides)
     cfg = compose([*common, *user])
+    check_compare_settings(cfg)  # the suite (eval.limit=abc) before anything is trained, not after
     experiment = cfg.get("experiment")
     if not experiment or not experiment.get("variants"):
         raise UserError(f"experiment '{name}' lists no variants; add experiment.variants to sweeps/experiment/{name}.yaml")
@@ -146,6 +154,12 @@ def _record(run: PlannedRun) -> dict:
     return read_json(path) if path.exists() else {}
 
 
+def unigram_log_probs(prepared) -> np.ndarray:
+    """log P(token) of a unigram model fitted on a prepared corpus's training split (add-one smoothing)."""
+    counts = np.bincount(np.asarray(prepared.tokens("train")), minlength=prepared.vocab_size).astype(np.float64) + 1.0
+    return np.log(counts / counts.sum())
+
+
 def unigram_baseline(cfg: DictConfig) -> dict:
     """A unigram model fitted on the training split (add-one smoothing), scored on the
     validation split (nats per token, comparable to an LM's validation loss) and on the
@@ -158,8 +172,7 @@ def unigram_baseline(cfg: DictConfig) -> dict:
     from harness.tasks.loader import load_corpus_task
 
     prepared = prepare(cfg)
-    counts = np.bincount(np.asarray(prepared.tokens("train")), minlength=prepared.vocab_size).astype(np.float64) + 1.0
-    log_probs = np.log(counts / counts.sum())
+    log_probs = unigram_log_probs(prepared)
 
     val_tokens = np.asarray(prepared.tokens("val"))
     val_nats = float(-log_probs[val_tokens].sum())
@@ -200,12 +213,13 @@ def compare(overrides: list[str]) -> Path:
 
     # every run's config composed once: its settings, and an existing run against it,
     # are checked before anything is trained
-    from arches.settings import check_train_settings
+    from arches.settings import check_data_settings, check_eval_settings, check_train_settings
 
     run_configs = {}
     for run in runs:
         run_configs[run.run_dir] = compose([*run.overrides, f"results_dir={out}", f"run_name={run.run_dir.name}"])
-        check_train_settings(run_configs[run.run_dir])
+        for check in (check_train_settings, check_data_settings, check_eval_settings):  # a variant may set them
+            check(run_configs[run.run_dir])
         reusable(run, run_configs[run.run_dir], rerun_mismatched)
     out.mkdir(parents=True, exist_ok=True)
 

@@ -28,11 +28,13 @@ more shots than a task's few-shot split holds) is one line and changes nothing.
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import logging
 import math
 import os
 import socket
+import sys
 import time
 import urllib.parse
 from pathlib import Path
@@ -110,47 +112,28 @@ def _limit(ev: DictConfig) -> tuple[int | None, str | None]:
     if limit == "auto":
         if _on_gpu(str(ev.get("device", "auto"))):
             return None, None
-        limit = ev.get("cpu_limit", 100)
-        if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
-            raise UserError(f"eval.cpu_limit={limit} must be a positive number of examples per task")
+        limit = ev.get("cpu_limit", 100)  # checked by eval_settings, as eval.limit is
         return limit, f"eval.limit=auto: {limit} examples per task on a CPU (eval.limit=null scores every example)"
-    if limit is not None:
-        if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
-            raise UserError(
-                f"eval.limit={limit} must be a positive number of examples per task, null for all, or auto"
-            )
     return limit, None
 
 
 def eval_settings(cfg: DictConfig) -> dict:
     """The checked `eval` section: tasks, shots, limit, batch size, device and seeds (a bad value is one line)."""
+    from arches.settings import check_eval_settings
+
     ev = cfg.get("eval")
     if ev is None:
         raise UserError("the config has no `eval` section; add `- eval: default` to sweeps/config.yaml's defaults")
+    check_eval_settings(cfg)  # every key's type and range: the one definition of each rule
     tasks = ev.get("tasks")
-    if isinstance(tasks, str):
-        tasks = [tasks]
-    tasks = [str(t).strip() for t in (tasks or []) if str(t).strip()]
-    if not tasks:
+    tasks = [str(t).strip() for t in ([tasks] if isinstance(tasks, str) else tasks or [])]
+    if not tasks:  # no eval.tasks key at all
         raise UserError("eval.tasks is empty; name some tasks, e.g. eval.tasks=[corpus_cloze,corpus_next]")
     shots = ev.get("num_fewshot", [0])
-    shots = [shots] if isinstance(shots, (int, str)) else list(shots or [])
-    try:
-        shots = [int(k) for k in shots]
-    except (TypeError, ValueError):
-        raise UserError(f"eval.num_fewshot={ev.get('num_fewshot')!r} must be a list of integers, e.g. [0,5]") from None
-    if not shots or any(k < 0 for k in shots):
-        raise UserError(f"eval.num_fewshot={shots} must be a non-empty list of integers >= 0, e.g. [0,5]")
+    shots = [int(k) for k in ([shots] if isinstance(shots, int) else shots)]
     limit, limit_note = _limit(ev)
     batch_size = ev.get("batch_size", 16)
-    if str(batch_size) != "auto" and (not isinstance(batch_size, int) or batch_size < 1):
-        raise UserError(f"eval.batch_size={batch_size} must be a positive integer or auto")
     corpus = ev.get("corpus") or {}
-    if int(corpus.get("max_examples", 500)) < 1 or int(corpus.get("fewshot_pool", 100)) < 0:
-        raise UserError(
-            f"eval.corpus.max_examples={corpus.get('max_examples')} must be >= 1 and "
-            f"eval.corpus.fewshot_pool={corpus.get('fewshot_pool')} >= 0"
-        )
     return {
         "tasks": list(dict.fromkeys(tasks)),
         "shots": list(dict.fromkeys(shots)),
@@ -298,8 +281,14 @@ def _quiet_lm_eval():
         logger.setLevel(logging.ERROR)
     saved = os.environ.get("DISABLE_MULTIPROC")
     os.environ["DISABLE_MULTIPROC"] = "1"  # lm-eval's bootstrap stderr otherwise forks a pool per metric
+    import lm_eval.api.task
     import lm_eval.evaluator
 
+    # lm-eval's bar over building each task's requests has no label: in a log (no terminal)
+    # it is carriage-return noise, and arches prints labelled lines for the requests themselves
+    saved_tqdm = lm_eval.api.task.tqdm
+    if not sys.stderr.isatty():
+        lm_eval.api.task.tqdm = functools.partial(saved_tqdm, disable=True)
     # lm-eval records `git describe` of the working directory and lets git print
     # "fatal: not a git repository" outside a checkout; the same call, quiet.
     saved_git_hash = lm_eval.evaluator.get_git_commit_hash
@@ -308,6 +297,7 @@ def _quiet_lm_eval():
         yield
     finally:
         lm_eval.evaluator.get_git_commit_hash = saved_git_hash
+        lm_eval.api.task.tqdm = saved_tqdm
         for logger, level in zip(loggers, levels):
             logger.setLevel(level)
         if saved is None:
@@ -448,6 +438,7 @@ def evaluate(cfg: DictConfig) -> dict:
         rolling = {name for name, task in tasks.items() if task.OUTPUT_TYPE == "loglikelihood_rolling"}
 
         from harness.lm import ArchesLM
+        from harness.provenance import evaluation_provenance, sample_counts
 
         model = ArchesLM(run=str(run_dir), batch_size=settings["batch_size"], device=settings["device"])
         entries: dict[str, dict] = {}
@@ -474,6 +465,7 @@ def evaluate(cfg: DictConfig) -> dict:
             )
             seconds = time.perf_counter() - started
             files = write_results(run_dir, shots, results)
+            scored_by = evaluation_provenance(model, settings["batch_size"])  # recorded with every score
             for task, task_results in results["results"].items():
                 if task not in tasks and task not in results.get("samples", {}):
                     continue  # a group's aggregate: the record keeps leaf tasks
@@ -485,8 +477,7 @@ def evaluate(cfg: DictConfig) -> dict:
                     "task": task,
                     "shots": shots,
                     "metrics": record_metrics(task_results),
-                    "n": n_samples.get("effective", len(samples)),
-                    "n_total": n_samples.get("original"),
+                    **sample_counts(n_samples, len(samples)),
                     "version": results.get("versions", {}).get(task),
                     "format": model.scoring_format,
                     "limit": settings["limit"],
@@ -496,6 +487,7 @@ def evaluate(cfg: DictConfig) -> dict:
                     "samples_file": samples_file,
                     "seconds": round(seconds, 3),
                     "evaluated_at": time.strftime("%Y-%m-%dT%H:%M:%S"),
+                    "provenance": scored_by,
                 }
 
     from arches.run import RUN_RECORD, read_json, update_record
@@ -521,8 +513,10 @@ def eval_command(argv: list[str]) -> None:
     outcome = evaluate(cfg)
     seconds = time.perf_counter() - started
 
-    from rich.console import Console
     from rich.table import Table
+
+    from arches.tables import print_table
+    from harness.provenance import n_text
 
     table = Table(title=f"eval: {outcome['run']}", caption_justify="left")
     for column in ("task", "shots", "metric", "value", "stderr", "n", "chance"):
@@ -537,7 +531,8 @@ def eval_command(argv: list[str]) -> None:
             chance = entry["chance"]
             table.add_row(
                 entry["task"] if first else "", str(entry["shots"]) if first else "", metric, f"{value:.4g}",
-                f"{stderr:.3g}" if stderr is not None else "", str(entry["n"]) if first else "",
+                f"{stderr:.3g}" if stderr is not None else "",
+                n_text(entry["n"], entry["n_available"]) if first else "",
                 f"{chance:.3f}" if first and chance is not None else "",
             )  # fmt: skip
             first = False
@@ -550,4 +545,4 @@ def eval_command(argv: list[str]) -> None:
         lines.append(outcome["limit_note"])
     lines.append(f"{seconds:.1f} s")
     table.caption = "\n".join(lines)
-    Console().print(table)
+    print_table(table)  # whole in a pipe or a file, folded in a narrow terminal

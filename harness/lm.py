@@ -28,9 +28,9 @@ import torch
 from lm_eval.api.model import LM
 from lm_eval.api.registry import register_model
 from lm_eval.models.utils import Collator, normalize_gen_kwargs
-from tqdm import tqdm
 
 from arches.errors import RunFailure, UserError
+from arches.progress import request_progress, task_label
 from arches.run import (
     CHECKPOINT_DIR,
     MODEL_FILE,
@@ -298,7 +298,8 @@ class ArchesLM(LM):
         args = [tuple(r.args) for r in requests]
         lengths = self._lengths([a[0] for a in args], [a[1] for a in args])
         results = self._run(
-            "loglikelihood", args, lengths, lambda batch: self.scorer.loglikelihood(batch, self.batch_size), disable_tqdm
+            "loglikelihood", args, lengths, lambda batch: self.scorer.loglikelihood(batch, self.batch_size), disable_tqdm,
+            label=task_label(requests, "loglikelihood"),
         )
         return [(float(lp), bool(greedy)) for lp, greedy in results]
 
@@ -308,13 +309,15 @@ class ArchesLM(LM):
         results = self._run(
             "loglikelihood_rolling", args, lengths,
             lambda batch: self.scorer.loglikelihood_rolling([text for (text,) in batch], self.batch_size), disable_tqdm,
+            label=task_label(requests, "loglikelihood_rolling"),
         )
         return [float(r) for r in results]
 
     def generate_until(self, requests, disable_tqdm: bool = False) -> list[str]:
         args = [(r.args[0], r.args[1]) for r in requests]
         lengths = self._lengths([a[0] for a in args])
-        return self._run("generate_until", args, lengths, self._generate_batch, disable_tqdm, group_by_kwargs=True)
+        return self._run("generate_until", args, lengths, self._generate_batch, disable_tqdm, group_by_kwargs=True,
+                         label=task_label(requests, "generate_until"))
 
     def _generate_batch(self, batch: list[tuple[str, dict]]) -> list[str]:
         kwargs = normalize_gen_kwargs(dict(batch[0][1] or {}), default_max_gen_toks=256)
@@ -351,6 +354,7 @@ class ArchesLM(LM):
         score: Callable[[list[tuple]], list[Any]],
         disable_tqdm: bool,
         group_by_kwargs: bool = False,
+        label: str | None = None,
     ) -> list[Any]:
         results: list[Any] = [None] * len(args)
         keys = [self._key(kind, a) for a in args]
@@ -369,7 +373,8 @@ class ArchesLM(LM):
                 group_by="gen_kwargs" if group_by_kwargs else None,
                 group_fn=lambda item: item[1][1],
             )
-            with tqdm(total=len(todo), desc=f"arches {kind}", disable=disable_tqdm) as progress:
+            # a bar on a terminal, plain lines in a log (arches.progress), labelled with the run and task
+            with request_progress(len(todo), self.run_dir.name, label or kind, disable=disable_tqdm) as progress:
                 for batch in collator.get_batched(n=self.batch_size):
                     scores = score([a for _, a in batch])
                     for (index, request), result in zip(batch, scores, strict=True):
@@ -385,19 +390,7 @@ class ArchesLM(LM):
 
 
 def lm_eval_command(argv: list[str]) -> int:
-    """`arches lm-eval ...`: lm-eval's own CLI with `arches` registered (importing this
-    module did that); `argv` reaches lm-eval's parser unchanged."""
-    from lm_eval.__main__ import cli_evaluate
+    """`arches lm-eval ...`: lm-eval's own CLI with `arches` registered (harness.lm_eval_cli)."""
+    from harness.lm_eval_cli import lm_eval_command as command
 
-    saved = sys.argv
-    sys.argv = ["lm-eval", *argv]
-    try:
-        cli_evaluate()
-    except SystemExit as exit_:
-        if exit_.code is None or isinstance(exit_.code, int):
-            return int(exit_.code or 0)
-        print(exit_.code, file=sys.stderr)
-        return 1
-    finally:
-        sys.argv = saved
-    return 0
+    return command(argv)

@@ -28,7 +28,7 @@ import numpy as np
 import pandas as pd
 
 from arches.errors import UserError
-from harness import store
+from harness import provenance, store
 
 ALPHA = 0.05
 CONFIDENCE = 0.95
@@ -989,7 +989,7 @@ def write_report(folder: Path | str) -> Path:
     baseline = store.load_baseline(folder)
     long = store.scores(folder, runs)
     comparer = Comparer()
-    table = score_table(long, comparer)
+    table = provenance.with_n(score_table(long, comparer), long)  # n per score: scores.csv and the table
     experiment = Counter(r["experiment"] for r in runs).most_common(1)[0][0]
     variants = variant_order(runs, experiment)
     runs = sorted(runs, key=lambda r: variants.index(r["variant"]))  # stable: seeds stay in order
@@ -1007,6 +1007,7 @@ def write_report(folder: Path | str) -> Path:
         + ", ".join(f"{n} {s}" for s, n in sorted(status.items()))
         + f". Tokenizer `{str(tokenizer or MISSING)[:12]}`; data {data}; size {sizes}."
     )))
+    blocks += provenance.header_blocks(runs)
     blocks.append(("h2", "Runs"))
     blocks.append(("table", runs_display(runs, baseline)))
     matching = flops_matching(runs)
@@ -1023,12 +1024,13 @@ def write_report(folder: Path | str) -> Path:
     if table.empty:
         blocks.append(("p", "No evaluation scores are recorded in these runs yet."))
     else:
-        blocks.append(("table", score_display(table, [v for v in variants if v in set(table["variant"])])))
+        display = score_display(table, [v for v in variants if v in set(table["variant"])])
+        blocks.append(("table", provenance.n_column(display, table)))
         blocks.append(("p", (
             "Primary metric per task: acc_norm where the task has it, else acc (multiple choice, higher is "
             "better ↑); bits_per_byte for perplexity tasks (lower is better ↓). Each cell is the mean ± a 95% "
             "confidence interval: a t-interval over the seed means where a variant has several seeds, otherwise "
-            "lm-eval's standard error as ± 1.96·stderr. "
+            "lm-eval's standard error as ± 1.96·stderr; n: the examples scored, of those the task holds. "
             f"{BEST_MARK} best variant in the row; {WORSE_MARK} different from the best at α = {ALPHA}; unmarked: "
             f"not significantly different from the best. Significance test: {_tests_used(table)}."
         )))

@@ -32,7 +32,7 @@ INDEX_FIELDS = (
 )
 SCORE_COLUMNS = (
     "variant", "seed", "run_name", "family", "objective", "task", "shots", "metric", "value", "stderr", "n",
-    "chance", "samples_file",
+    "n_available", "chance", "samples_file",
 )
 
 
@@ -154,7 +154,8 @@ def write_index(folder: Path | str) -> Path:
 def scores(folder: Path | str, runs: list[dict] | None = None) -> pd.DataFrame:
     """The long table of scores: one row per completed run × task × shots × metric.
 
-    `stderr` is lm-eval's `<metric>_stderr` where it has one; `chance` is the task's
+    `stderr` is lm-eval's `<metric>_stderr` where it has one; `n` the examples scored and
+    `n_available` those the task holds (empty in records older than them); `chance` is the task's
     chance level (multiple choice) or empty; `samples_file` is the absolute path of the
     per-example outcomes, or empty when the evaluation did not record them.
     """
@@ -183,6 +184,7 @@ def scores(folder: Path | str, runs: list[dict] | None = None) -> pd.DataFrame:
                     "value": float(value),
                     "stderr": float(stderr) if _is_number(stderr) else math.nan,
                     "n": entry.get("n"),
+                    "n_available": entry.get("n_available", entry.get("n_total")),  # n_total: its older name
                     "chance": entry.get("chance"),
                     "samples_file": str(Path(run["run_dir"]) / samples) if samples else None,
                 })

@@ -248,7 +248,7 @@ def run_cli(tmp_path, *overrides):
         (["data=local", "data.paths=[missing.txt]"], "missing.txt does not exist"),
         (["data=local", "data.paths=[corpus.jsonl]", "data.vocab_size=400"], "corpus.jsonl:1 has no field 'text'"),
         (["data=local", "data.paths=[corpus.jsonl]", "data.vocab_size=100"], "data.vocab_size=100"),
-        (["data.source=nonsense"], "unknown data source 'nonsense'; valid: classics, hf, local"),
+        (["data.source=nonsense"], "data.source='nonsense' must be one of: classics, hf, local"),
     ],
 )
 def test_cli_exits_2_with_one_line(tmp_path, overrides, expected):

@@ -54,7 +54,8 @@ def world(tmp_path_factory) -> dict:
 
     root = tmp_path_factory.mktemp("errors")
     data = local_corpus(root)
-    base = [*data, f"results_dir={root / 'results'}", "size=debug", "train.micro_batch_size=4"]
+    # no progress lines (tests/test_logging.py checks them): a failed training's stderr is its error alone
+    base = [*data, f"results_dir={root / 'results'}", "size=debug", "train.micro_batch_size=4", "train.progress=none"]
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:

@@ -149,7 +149,7 @@ def test_limit_auto_scores_cpu_limit_examples_per_task_on_a_cpu(run):
     cfg = eval_cfg(run, "eval.tasks=[corpus_next]", "eval.limit=auto", "eval.cpu_limit=4", "eval.device=cpu")
     outcome = evaluate(cfg)
     entry = outcome["evals"]["corpus_next|0"]
-    assert (entry["n"], entry["limit"]) == (4, 4) and entry["n_total"] > 4
+    assert (entry["n"], entry["limit"]) == (4, 4) and entry["n_available"] > 4
     assert outcome["limit_note"].startswith("eval.limit=auto: 4 examples per task on a CPU")
     assert json.loads((run / "run.json").read_text())["evals"]["corpus_next|0"]["limit"] == 4
     default = compose(["eval=default"]).eval
@@ -164,9 +164,9 @@ def test_an_explicit_limit_has_no_note(run):
 @pytest.mark.parametrize("overrides, message", [
     (["eval.tasks=[corpus_clozee]"], "unknown task 'corpus_clozee'"),
     (["eval.tasks=[corpus_next]", "eval.num_fewshot=[1000]"], "few-shot split"),
-    (["eval.tasks=[corpus_next]", "eval.limit=-3"], "eval.limit=-3 must be a positive number"),
+    (["eval.tasks=[corpus_next]", "eval.limit=-3"], "eval.limit=-3 must be an integer >= 1, null or auto"),
     (["eval.tasks=[corpus_next]", "eval.limit=auto", "eval.cpu_limit=0", "eval.device=cpu"],
-     "eval.cpu_limit=0 must be a positive number"),
+     "eval.cpu_limit=0 must be an integer >= 1"),
 ])  # fmt: skip
 def test_the_cli_prints_one_line_and_exits_2(run, overrides, message):
     before = (run / "run.json").read_bytes()
@@ -192,3 +192,18 @@ def test_the_cli_scores_quietly_outside_a_git_checkout(run, tmp_path):
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
     assert "fatal:" not in result.stderr and "corpus_next" in result.stdout
+
+
+def test_the_readme_lm_eval_command_finds_the_runs_corpus_tasks(run, tmp_path):
+    # The README's `arches lm-eval --model arches --model_args run=... --tasks corpus_next
+    # --include_path harness/tasks`, with nothing else set: the run's task data is built and
+    # found (it used to need ARCHES_TASK_DATA, named only by the error).
+    env = {k: v for k, v in os.environ.items() if k != "ARCHES_TASK_DATA"}
+    result = subprocess.run(
+        [sys.executable, "-m", "arches.cli", "lm-eval", "--model", "arches", "--model_args", f"run={run}",
+         "--tasks", "corpus_next", "--include_path", "harness/tasks", "--limit", "2",
+         "--output_path", str(tmp_path / "out")],
+        capture_output=True, text=True, timeout=300, cwd=Path(__file__).resolve().parents[1], env=env,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "corpus_next" in result.stdout and "acc" in result.stdout

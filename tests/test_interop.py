@@ -1,16 +1,19 @@
 """Interop with HF transformers (`arches import-hf`, `arches export-hf`, arches.interop).
 
 Every HF model here is built from a tiny config with random weights and saved next to
-a small byte-level BPE tokenizer trained in the test; nothing is downloaded. Checks:
-logits parity of an import for all seven architectures, export -> from_pretrained
-round trips, lm-eval scores through `arches` equal to lm-eval's own `hf` backend
-(GPT-2 and T5), and one-line errors with no run folder for bad input. Also the
-`t5_relative` position knob on its own (relative, cached decoding, T5's buckets).
+a small byte-level BPE tokenizer trained in the test (tests/hf_checkpoints.py); nothing
+is downloaded. Checks: logits parity of an import for all nine architectures (Falcon in
+two layouts), export -> from_pretrained round trips, lm-eval scores through `arches`
+equal to lm-eval's own `hf` backend (GPT-2 and T5), a checkpoint without a tokenizer
+refused unless tokenizer=<path> is given, and one-line errors with no run folder for
+bad input. Also the `t5_relative` position knob on its own (relative, cached decoding,
+T5's buckets). Exports of runs trained here: tests/test_interop_export.py.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import random
 import textwrap
 from pathlib import Path
@@ -29,13 +32,23 @@ from arches.core.positions import t5_relative_buckets  # noqa: E402
 from arches.errors import UserError  # noqa: E402
 from arches.interop import export_hf, import_hf  # noqa: E402
 from arches.run import load_model, read_json  # noqa: E402
+from hf_checkpoints import (  # noqa: E402
+    HF_CLASSES,
+    PRESETS,
+    TOLERANCE,
+    VOCAB,
+    expect_refusal,
+    hf_config,
+    hf_logits,
+    hf_tokenizer,
+    inputs,
+    our_logits,
+    run_cli,
+    save_hf,
+)
 
-TOLERANCE = 1e-4
-VOCAB = 384  # model embeddings; the tokenizers below have fewer tokens
-D_MODEL, LAYERS, HEADS = 32, 2, 4
 
-
-@pytest.fixture(autouse=True, scope="module")
+@pytest.fixture(scope="module", autouse=True)
 def one_thread():
     before = torch.get_num_threads()
     torch.set_num_threads(1)
@@ -43,106 +56,10 @@ def one_thread():
     torch.set_num_threads(before)
 
 
-# --------------------------------------------------------------------------- tiny HF checkpoints
-
-
-def hf_tokenizer(kind: str):
-    """A byte-level BPE as a PreTrainedTokenizerFast with the special tokens the
-    architecture's own tokenizer has (and T5's and BERT's post-processors)."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
-
-    specials = {
-        "decoder": ["<|endoftext|>"],
-        "t5": ["<pad>", "</s>", "<unk>", *(f"<extra_id_{i}>" for i in range(8))],
-        "bert": ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"],
-    }[kind]
-    backend = Tokenizer(models.BPE())
-    backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    backend.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=340, special_tokens=specials, initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-                                  show_progress=False)
-    rng = random.Random(0)
-    backend.train_from_iterator([tiny_text(rng, 20) for _ in range(20)], trainer=trainer)
-    if kind == "t5":  # T5's tokenizer ends every text with </s>
-        backend.post_processor = processors.TemplateProcessing(single="$A </s>", special_tokens=[("</s>", backend.token_to_id("</s>"))])
-        return transformers.PreTrainedTokenizerFast(tokenizer_object=backend, eos_token="</s>", pad_token="<pad>", unk_token="<unk>",
-                                                    additional_special_tokens=specials[3:])
-    if kind == "bert":
-        backend.post_processor = processors.TemplateProcessing(
-            single="[CLS] $A [SEP]", special_tokens=[(t, backend.token_to_id(t)) for t in ("[CLS]", "[SEP]")])
-        return transformers.PreTrainedTokenizerFast(tokenizer_object=backend, pad_token="[PAD]", unk_token="[UNK]", cls_token="[CLS]",
-                                                    sep_token="[SEP]", mask_token="[MASK]")
-    return transformers.PreTrainedTokenizerFast(tokenizer_object=backend, eos_token="<|endoftext|>", bos_token="<|endoftext|>")
-
-
-def hf_config(name: str, **overrides):
-    t = transformers
-    configs = {
-        "gpt2": lambda: t.GPT2Config(vocab_size=VOCAB, n_positions=128, n_embd=D_MODEL, n_layer=LAYERS, n_head=HEADS,
-                                     bos_token_id=0, eos_token_id=0),
-        "opt": lambda: t.OPTConfig(vocab_size=VOCAB, hidden_size=D_MODEL, num_hidden_layers=LAYERS, ffn_dim=64,
-                                   num_attention_heads=HEADS, max_position_embeddings=128, word_embed_proj_dim=D_MODEL),
-        "neox": lambda: t.GPTNeoXConfig(vocab_size=VOCAB, hidden_size=D_MODEL, num_hidden_layers=LAYERS, num_attention_heads=HEADS,
-                                        intermediate_size=64, max_position_embeddings=128, rotary_pct=0.5, rotary_emb_base=5000.0,
-                                        use_parallel_residual=True),
-        "bloom": lambda: t.BloomConfig(vocab_size=VOCAB, hidden_size=D_MODEL, n_layer=LAYERS, n_head=HEADS),
-        "llama": lambda: t.LlamaConfig(vocab_size=VOCAB, hidden_size=D_MODEL, num_hidden_layers=LAYERS, num_attention_heads=HEADS,
-                                       num_key_value_heads=2, intermediate_size=48, max_position_embeddings=128, rope_theta=500.0),
-        "bert": lambda: t.BertConfig(vocab_size=VOCAB, hidden_size=D_MODEL, num_hidden_layers=LAYERS, num_attention_heads=HEADS,
-                                     intermediate_size=64, max_position_embeddings=128),
-        "t5": lambda: t.T5Config(vocab_size=VOCAB, d_model=D_MODEL, d_kv=D_MODEL // HEADS, d_ff=64, num_layers=LAYERS, num_heads=HEADS,
-                                 relative_attention_num_buckets=8, relative_attention_max_distance=20, decoder_start_token_id=0),
-    }
-    config = configs[name]()
-    for key, value in overrides.items():
-        setattr(config, key, value)
-    return config
-
-
-HF_CLASSES = {"gpt2": "GPT2LMHeadModel", "opt": "OPTForCausalLM", "neox": "GPTNeoXForCausalLM", "bloom": "BloomForCausalLM",
-              "llama": "LlamaForCausalLM", "bert": "BertForMaskedLM", "t5": "T5ForConditionalGeneration"}
-TOKENIZER_KIND = {"bert": "bert", "t5": "t5"}
-PRESETS = {"gpt2": "gpt", "opt": "opt", "neox": "neox", "bloom": "bloom", "llama": "llama", "bert": "bert", "t5": "t5"}
-
-
-def save_hf(folder: Path, name: str, seed: int = 0, **overrides):
-    """A tiny random HF model of this architecture (weights spread wider than HF's
-    init, norms and biases included, so every tensor moves the logits) and its tokenizer."""
-    torch.manual_seed(seed)
-    model = getattr(transformers, HF_CLASSES[name])(hf_config(name, **overrides)).eval()
-    with torch.no_grad():
-        for key, parameter in model.named_parameters():
-            if parameter.dim() == 1 and ("norm" in key.lower() or "ln_" in key) and key.endswith("weight"):
-                parameter.normal_(1.0, 0.2)
-            else:
-                parameter.normal_(0.0, 0.2)
-    model.save_pretrained(folder)
-    hf_tokenizer(TOKENIZER_KIND.get(name, "decoder")).save_pretrained(folder)
-    return model
-
-
 @pytest.fixture(scope="module")
 def checkpoints(tmp_path_factory):
     root = tmp_path_factory.mktemp("hf")
     return {name: (root / name, save_hf(root / name, name)) for name in HF_CLASSES}
-
-
-def inputs(seed: int = 1) -> dict[str, torch.Tensor]:
-    generator = torch.Generator().manual_seed(seed)
-    return {"input_ids": torch.randint(0, VOCAB, (2, 11), generator=generator),
-            "decoder_input_ids": torch.randint(0, VOCAB, (2, 7), generator=generator)}
-
-
-def hf_logits(model, name: str, batch: dict) -> torch.Tensor:
-    with torch.no_grad():
-        if name == "t5":
-            return model(input_ids=batch["input_ids"], decoder_input_ids=batch["decoder_input_ids"]).logits
-        return model(input_ids=batch["input_ids"]).logits
-
-
-def our_logits(model, batch: dict) -> torch.Tensor:
-    with torch.no_grad():
-        return model(batch)[0]
 
 
 # --------------------------------------------------------------------------- logits parity and round trip
@@ -274,28 +191,49 @@ def test_scores_through_arches_equal_lm_evals_hf_backend(name, model_args, check
 # --------------------------------------------------------------------------- bad input: one line, exit 2, no run folder
 
 
-def run_cli(argv: list[str], capsys) -> tuple[int, str]:
-    capsys.readouterr()  # what came before (transformers' progress bars)
-    with pytest.raises(SystemExit) as exit_:
-        main(argv)
-    return exit_.value.code, capsys.readouterr().err
-
-
-def expect_refusal(argv: list[str], results: Path, capsys, *needles: str) -> None:
-    code, err = run_cli([*argv, f"results_dir={results}"], capsys)
-    assert code == 2 and err.count("\n") == 1 and err.startswith("arches: error: "), err
-    for needle in needles:
-        assert needle in err, err
-    assert not results.exists() or not any(results.iterdir())  # no run folder, not even a half-built one
-
-
 def test_an_unsupported_architecture_lists_the_supported_ones(tmp_path, capsys):
-    folder = tmp_path / "gptj"
-    config = transformers.GPTJConfig(n_embd=32, n_layer=1, n_head=4, vocab_size=VOCAB, rotary_dim=4)
-    config.architectures = ["GPTJForCausalLM"]
+    folder = tmp_path / "mistral"
+    config = transformers.MistralConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=4, vocab_size=VOCAB)
+    config.architectures = ["MistralForCausalLM"]
     config.save_pretrained(folder)
-    expect_refusal(["import-hf", str(folder)], tmp_path / "results", capsys,
-                   "unsupported architecture GPTJForCausalLM", "GPT2LMHeadModel", "T5ForConditionalGeneration")
+    expect_refusal(["import-hf", str(folder)], tmp_path / "results", capsys, "unsupported architecture MistralForCausalLM",
+                   "GPT2LMHeadModel", "GPTJForCausalLM", "FalconForCausalLM", "T5ForConditionalGeneration")
+
+
+def test_a_checkpoint_without_a_tokenizer_is_refused_unless_one_is_given(tmp_path, capsys):
+    """Issue 14: a GPT-2 folder saved without tokenizer files imported with an empty
+    tokenizer (transformers builds GPT-2's from nothing), and scoring then failed with
+    "an empty continuation cannot be scored"."""
+    from lm_eval.api.instance import Instance
+
+    from harness.lm import ArchesLM
+
+    folder, results = tmp_path / "gpt2", tmp_path / "results"
+    save_hf(folder, "gpt2", tokenizer=False)
+    expect_refusal(["import-hf", str(folder)], results, capsys, f"{folder} has no tokenizer (tokenizer.json",
+                   "pass tokenizer=<path to tokenizer.json or a folder with one>")
+    tokenizer_json = tmp_path / "tokenizer" / "tokenizer.json"  # a tokenizers file with no transformers config
+    tokenizer_json.parent.mkdir()
+    hf_tokenizer("decoder").backend_tokenizer.save(str(tokenizer_json))
+    expect_refusal(["import-hf", str(folder), f"tokenizer={tmp_path / 'nowhere.json'}"], results, capsys, "does not exist")
+    expect_refusal(["import-hf", str(folder), f"tokenizer={folder}"], results, capsys, "has no tokenizer")
+    small = tmp_path / "small"  # 100 embedding rows, and a tokenizer of 340 tokens
+    save_hf(small, "gpt2", tokenizer=False, vocab_size=100)
+    expect_refusal(["import-hf", str(small), f"tokenizer={tokenizer_json}"], results, capsys, "340 tokens", "only 100 embedding rows")
+
+    code, err = run_cli(["import-hf", str(folder), f"tokenizer={tokenizer_json}", f"results_dir={results}"], capsys)
+    assert code == 0, err
+    run = results / "hf-gpt2"
+    assert read_json(run / "run.json")["tokenizer_from"] == str(tokenizer_json)
+    assert load_model(run)[1]["arch"]["special_tokens"]["eos"] == "<|endoftext|>"  # the config's eos_token_id, named
+    lm = ArchesLM(run=run, batch_size=2, cache=False)
+    requests = [Instance("loglikelihood", {}, ("the old king", " spoke to the queen"), 0)]
+    [(logprob, _)] = lm.loglikelihood(requests)
+    assert math.isfinite(logprob) and logprob < 0
+    folder_form = tmp_path / "tokenizer-folder"  # a folder transformers loads one from
+    hf_tokenizer("decoder").save_pretrained(folder_form)
+    code, err = run_cli(["import-hf", str(folder), f"tokenizer={folder_form}", f"results_dir={results}", "run_name=b"], capsys)
+    assert code == 0 and (results / "b" / "tokenizer.json").read_text() == (run / "tokenizer.json").read_text(), err
 
 
 @pytest.mark.parametrize("name,option,value,named", [

@@ -327,7 +327,7 @@ def test_report_states_the_test_and_alpha(tmp_path):
     assert "paired bootstrap over examples" in markdown
     assert "10,000 resamples with seed 0, two-sided, α = 0.05" in markdown
     assert "± 1.96·stderr" in markdown
-    assert "| hyperbaton | 0 | acc_norm ↑ | 0.500 | 0.800 ★ | 0.400 † |" in markdown
+    assert "| hyperbaton | 0 | acc_norm ↑ | 0.500 | 200 | 0.800 ★ | 0.400 † |" in markdown  # n: 200 examples
 
 
 # ---------------------------------------------------------------- bad inputs

@@ -176,10 +176,10 @@ def test_budget_counts_outcomes_and_refuses_a_surplus_trial():
 BAD = {
     "tune=nope": "unknown tune 'nope'",
     "tune=default": "no parameters to search",
-    "tune.n_trials=0": "tune.n_trials=0 must be a positive integer",
-    "tune.direction=up": "unknown tune.direction 'up'",
-    "tune.metric=accuracy": "tune.metric=accuracy is not supported",
-    "tune.pruner.name=hyperband": "unknown tune.pruner.name",
+    "tune.n_trials=0": "tune.n_trials=0 must be an integer >= 1",
+    "tune.direction=up": "tune.direction='up' must be one of: minimize, maximize",
+    "tune.metric=accuracy": "tune.metric='accuracy' must be val_loss (the final validation loss",
+    "tune.pruner.name=hyperband": "tune.pruner.name='hyperband' must be one of: median, none",
     "tune.space=[{name:train.lrr,distribution:log,low:1e-4,high:1e-2}]": "train.lrr is not a config key",
     "tune.space=[{name:train.lr,distribution:gauss,low:1e-4,high:1e-2}]": "unknown distribution 'gauss'",
     "tune.space=[{name:train.lr,distribution:log,low:1e-2,high:1e-4}]": "empty or inverted range",
@@ -187,7 +187,7 @@ BAD = {
     "tune.space=[{name:train.lr,distribution:log,low:0,high:1e-2}]": "needs low > 0",
     "tune.space=[{name:arch.model.activation,distribution:categorical,choices:[]}]": "non-empty list of choices",
     "tune.storage=not-a-url": "cannot open tune.storage not-a-url",
-    "tune.study=a/b": "must use only letters",
+    "tune.study=a/b": "must be a name of letters, digits",
 }
 
 

@@ -390,24 +390,27 @@ def _unique_names(documents: list) -> dict[str, str]:
 def task_data_for_config(cfg: Any, spec: TaskDataSpec) -> Path:
     """Build or reuse the task data of the corpus that `cfg` (a root config with `data` and
     `cache_dir`, e.g. a run's own config.yaml) names; prepares the corpus first if needed."""
-    from arches.data import build_source, prepare
+    from arches.data import prepare
 
     prepared = prepare(cfg)
+    return ensure_task_data(prepared.cache_dir, lambda: tuple(corpus_documents(cfg, prepared, ("test", "val"))), spec)
 
-    def documents() -> tuple[list[Doc], list[Doc]]:
-        texts = _unique_names(build_source(cfg.data, Path(str(cfg.cache_dir)).expanduser()).documents())
-        splits = prepared.splits()
-        missing = [name for name in splits["test"] + splits["val"] if name not in texts]
-        if missing:
-            from arches.errors import UserError
 
-            raise UserError(
-                f"the corpus no longer holds the held-out document '{missing[0]}' recorded in "
-                f"{prepared.cache_dir / 'splits.json'}; the corpus changed since it was prepared: train again"
-            )
-        return [(n, texts[n]) for n in splits["test"]], [(n, texts[n]) for n in splits["val"]]
+def corpus_documents(cfg: Any, prepared: Any, splits: Sequence[str]) -> list[list[Doc]]:
+    """[(name, text), ...] of each named split of a prepared corpus, by the names its splits.json records."""
+    from arches.data import build_source
 
-    return ensure_task_data(prepared.cache_dir, documents, spec)
+    texts = _unique_names(build_source(cfg.data, Path(str(cfg.cache_dir)).expanduser()).documents())
+    recorded = prepared.splits()
+    missing = [name for split in splits for name in recorded[split] if name not in texts]
+    if missing:
+        from arches.errors import UserError
+
+        raise UserError(
+            f"the corpus no longer holds the document '{missing[0]}' recorded in "
+            f"{prepared.cache_dir / 'splits.json'}; the corpus changed since it was prepared: train again"
+        )
+    return [[(n, texts[n]) for n in recorded[split]] for split in splits]
 
 
 def manifest(folder: Path) -> dict:

@@ -11,6 +11,10 @@ and the TaskManager's metadata as keyword arguments.
   `arches_task_data` (what `arches eval` passes) or the environment variable
   `ARCHES_TASK_DATA` (for lm-eval's own CLI: `--metadata '{"arches_task_data": ...}'`
   works too).
+- `load_pairs_task`: the minimal-pair tasks (pairs_swap, pairs_lexical, pairs_morph,
+  pairs_halves; group corpus_pairs), built per corpus and tokenizer into
+  `<cache entry>/tasks/pairs-<key>/<kind>/`; the `pairs-<key>` folder arrives as the
+  metadata key `arches_pairs_data` or the environment variable `ARCHES_PAIRS_DATA`.
 - `load_local_task`: tasks whose data sits beside this file (the converted
   BIG-bench tasks, which get a copy of it).
 
@@ -27,6 +31,8 @@ from pathlib import Path
 
 METADATA_KEY = "arches_task_data"
 ENV_VAR = "ARCHES_TASK_DATA"
+PAIRS_METADATA_KEY = "arches_pairs_data"
+PAIRS_ENV_VAR = "ARCHES_PAIRS_DATA"
 SPLITS = ("test", "train")
 
 
@@ -55,6 +61,20 @@ def load_corpus_task(arches_task: str, arches_task_data: str | None = None, **_m
             f"--metadata '{{\"{METADATA_KEY}\": \"<cache entry>/tasks/<key>\"}}' or set {ENV_VAR}"
         )
     return load_folder(Path(folder), arches_task)
+
+
+def load_pairs_task(arches_task: str, arches_pairs_data: str | None = None, **_metadata):
+    folder = arches_pairs_data or os.environ.get(PAIRS_ENV_VAR)
+    if not folder:
+        raise ValueError(
+            f"task {arches_task} is built from a corpus's held-out documents and needs its data folder: "
+            f"with lm-eval's own CLI pass --metadata "
+            f"'{{\"{PAIRS_METADATA_KEY}\": \"<cache entry>/tasks/pairs-<key>\"}}' or set {PAIRS_ENV_VAR}"
+        )
+    kind = arches_task.removeprefix("pairs_")
+    if not (Path(folder) / kind).is_dir():
+        raise FileNotFoundError(f"task {arches_task}: {folder} has no {kind}/; add {kind} to eval.corpus.pair_kinds")
+    return load_folder(Path(folder) / kind, arches_task)
 
 
 def load_local_task(arches_task: str, **_metadata):

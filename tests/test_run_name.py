@@ -1,0 +1,63 @@
+"""The default run name comes from the config, never the clock, so the same command
+resumes an interrupted run; the interruption says which command that is."""
+
+from __future__ import annotations
+
+import os
+import shlex
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from conftest import local_corpus
+
+from arches.config import compose
+from arches.train import run_name
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory) -> list[str]:
+    return local_corpus(tmp_path_factory.mktemp("run_name"))
+
+
+def test_the_name_is_a_function_of_what_shapes_training():
+    base = ["arch=gpt", "size=debug", "seed=3"]
+    name = run_name(compose(base))
+    assert name.startswith("gpt-debug-classics-seed3-")
+    assert run_name(compose(base)) == name  # the clock plays no part
+    # where things go and how often to log do not make another run ...
+    assert run_name(compose([*base, "results_dir=/elsewhere", "train.log_interval=7", "resume=never"])) == name
+    # ... anything that shapes training does
+    assert run_name(compose([*base, "train.lr=2e-3"])) != name
+    assert run_name(compose([*base, "+size.dropout=0.1"])) != name
+    assert run_name(compose([*base, "run_name=mine"])) == "mine"
+
+
+def test_interrupted_train_prints_the_command_and_the_same_command_resumes(corpus, tmp_path):
+    args = [*corpus, f"results_dir={tmp_path}", "arch=gpt", "size=debug", "trainer.max_steps=12",
+            "train.checkpoint_interval=4", "train.val_interval=6"]  # fmt: skip
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    flag = tmp_path.parent / f"{tmp_path.name}.paused"
+    command = [sys.executable, "-m", "arches.cli", "train", *args]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               env={**env, "ARCHES_TEST_PAUSE_AT": f"checkpoint:*:8@{flag}"})  # fmt: skip
+    deadline = time.time() + 300
+    while not flag.exists():
+        assert process.poll() is None, process.stderr.read()[-3000:]
+        assert time.time() < deadline, "the step-8 checkpoint was never written"
+        time.sleep(0.2)
+    process.send_signal(signal.SIGINT)  # Ctrl-C
+    _, err = process.communicate(timeout=120)
+    assert process.returncode == 130, err[-3000:]
+    (run_dir,) = [p for p in tmp_path.iterdir() if p.is_dir()]
+    expected = shlex.join(["arches", "train", *args])
+    assert f"`{expected}` resumes it from step 8" in err, err[-3000:]
+
+    again = subprocess.run(command, capture_output=True, text=True, env=env, timeout=300)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert f"resuming {run_dir.name} from step00000008.ckpt" in again.stderr
+    assert again.stdout.strip().splitlines()[-1] == str(run_dir)
+    assert [p for p in tmp_path.iterdir() if p.is_dir()] == [run_dir]  # no second folder
