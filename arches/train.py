@@ -672,13 +672,31 @@ def _failure(error: BaseException, cfg: DictConfig, run_dir: Path, step: int) ->
     return None
 
 
+# the jobs of this process's `arches train -m` grid that failed: (run name, error)
+GRID_FAILURES: list[tuple[str, ArchesError]] = []
+
+
 def _hydra_task(cfg: DictConfig) -> None:
-    """One job of `arches train -m`: a failed run is reported and the grid goes on."""
+    """One job of `arches train -m`: a failed run is reported and the grid goes on (the
+    command still exits non-zero at the end, naming the failed jobs)."""
     try:
         record = train(cfg)
         print(record["run_dir"])
     except ArchesError as error:
         print(f"arches: error: {error}", file=sys.stderr)
+        GRID_FAILURES.append((run_name(cfg), error))
+
+
+def _grid_outcome(jobs_failed: list[tuple[str, ArchesError]]) -> None:
+    """After a grid: one line naming the failed jobs, with exit 2 when every failure was bad
+    input, else 1 (a scheduler or script must not read a failed grid as a success)."""
+    if not jobs_failed:
+        return
+    names = ", ".join(name for name, _ in jobs_failed[:4]) + (" and more" if len(jobs_failed) > 4 else "")
+    message = f"{len(jobs_failed)} run(s) of the grid failed ({names}); each error is printed above"
+    if all(isinstance(error, UserError) for _, error in jobs_failed):
+        raise UserError(message)
+    raise RunFailure(message)
 
 
 def resume_hint(cfg: DictConfig, argv: list[str]) -> str:
@@ -710,7 +728,9 @@ def train_command(argv: list[str]) -> None:
     app = hydra.main(config_path=str(sweeps_dir()), config_name="config", version_base=None)(_hydra_task)
     saved = sys.argv
     sys.argv = ["arches-train", *argv]
+    GRID_FAILURES.clear()
     try:
         app()
     finally:
         sys.argv = saved
+    _grid_outcome(list(GRID_FAILURES))

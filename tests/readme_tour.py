@@ -160,8 +160,9 @@ def main(keep: bool = False) -> int:
             if not ok:
                 print(f"  ran: {shlex.join(argv)}\n  exit {done.returncode}\n{done.stderr[-4000:]}", file=sys.stderr)
                 return 1
-            if argv[0] == "train" and first_run is None and not offline:
-                first_run = Path(done.stdout.strip().splitlines()[-1])
+            printed = done.stdout.strip().splitlines()
+            if argv[0] == "train" and first_run is None and printed and Path(printed[-1]).is_dir():
+                first_run = Path(printed[-1])  # `arches train` prints its run folder last
         pending = waiting
     if pending:
         print(f"readme_tour: never ran {pending}: no training command came before them", file=sys.stderr)

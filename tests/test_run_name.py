@@ -61,3 +61,15 @@ def test_interrupted_train_prints_the_command_and_the_same_command_resumes(corpu
     assert f"resuming {run_dir.name} from step00000008.ckpt" in again.stderr
     assert again.stdout.strip().splitlines()[-1] == str(run_dir)
     assert [p for p in tmp_path.iterdir() if p.is_dir()] == [run_dir]  # no second folder
+
+
+def test_a_grid_with_failed_jobs_exits_non_zero_naming_them(tmp_path, capsys):
+    from arches.cli import main
+
+    with pytest.raises(SystemExit) as exit_:
+        main(["train", "-m", "arch=gpt,bert", "size=debug", "train.lr=-1e-3", f"results_dir={tmp_path}",
+              f"hydra.sweep.dir={tmp_path / 'multirun'}"])  # fmt: skip
+    assert exit_.value.code == 2  # every job failed on bad input; it used to exit 0
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    assert last.startswith("arches: error: 2 run(s) of the grid failed (gpt-debug-classics-seed0-")
+    assert not [p for p in tmp_path.iterdir() if p.name != "multirun"]  # no run folder
