@@ -102,12 +102,18 @@ class Choice:
     def accepts(self, value: Any) -> bool:
         return any(_same(value, choice) for choice in self.choices)
 
+    def names(self) -> list[str]:
+        return list(dict.fromkeys(shown(choice) for choice in self.choices))  # 16 and "16" read alike
+
+    def hint(self, value: Any) -> str:
+        """' Did you mean X?' for a value that is not a choice, or ''."""
+        return "" if self.accepts(value) else closest(shown(value), self.names())
+
     def check(self, key: str, value: Any) -> None:
         if self.accepts(value):
             return
-        names = list(dict.fromkeys(shown(choice) for choice in self.choices))  # 16 and "16" read alike
-        hint = closest(shown(value), names)
-        must = self.what or f"one of: {', '.join(names)}"
+        hint = self.hint(value)
+        must = self.what or f"one of: {', '.join(self.names())}"
         raise UserError(f"{key}={value!r} must be {must}, e.g. {key}={self.example}{'.' + hint if hint else ''}")
 
 
@@ -163,9 +169,16 @@ class Items:
             return False
         return all(self.item.accepts(item) for item in value)
 
+    def hint(self, value: Any) -> str:
+        """The closest choice to the first item that is not one (a list of choices), or ''."""
+        suggest = getattr(self.item, "hint", None)
+        items = value if isinstance(value, (list, tuple)) else [value]
+        return next((h for h in (suggest(item) for item in items) if h), "") if suggest else ""
+
     def check(self, key: str, value: Any) -> None:
         if not self.accepts(value):
-            raise UserError(f"{key}={value!r} must be {self.must}, e.g. {key}={self.example}")
+            hint = self.hint(value)
+            raise UserError(f"{key}={value!r} must be {self.must}, e.g. {key}={self.example}{'.' + hint if hint else ''}")
 
 
 @dataclass(frozen=True)

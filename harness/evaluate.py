@@ -9,18 +9,20 @@ Tasks come from three places, all run by lm-eval's `simple_evaluate`:
 - the bundled corpus tasks (`harness/tasks/`: corpus_ppl, corpus_cloze,
   corpus_next), whose data is built once per corpus from its held-out documents
   into `<corpus cache entry>/tasks/<key>/` and handed to their loader through
-  lm-eval's task metadata (`arches_task_data`);
+  lm-eval's task metadata (`arches_task_data`), and the minimal pairs (the group
+  corpus_pairs and its pairs_<kind> tasks, harness/pairs_eval.py), likewise;
 - BIG-bench tasks converted by `arches data bigbench` into `<cache_dir>/bigbench/tasks/`;
-- lm-eval's own tasks by name (hellaswag, piqa, ...), unchanged, where the
-  Hugging Face Hub is reachable.
+- lm-eval's own tasks by name (hellaswag, piqa, BLiMP's blimp_*, ...), unchanged,
+  where the Hugging Face Hub is reachable.
 
 A task name ending in `?` is optional: skipped with a note where unavailable.
 Each shot count is one `simple_evaluate` with fixed seeds; its results JSON and
 per-task samples (with each example's doc_id and metric values, for a paired
 bootstrap later) go to `<run>/eval/`, and the run's record (`run.json`, key
-`evals`, "{task}|{shots}") is updated once, only after every shot count succeeded.
-Files: `eval/results-{task}-{k}shot.json` (lm-eval's results JSON for that task)
-and `eval/samples-{task}-{k}shot.jsonl` (lm-eval's logged samples, one per line).
+`evals`, "{task}|{shots}", a group's aggregate included) is updated once, only after
+every shot count succeeded (harness/eval_records.py). Rolling perplexity, and a task
+whose YAML fixes its shot count (BLiMP's and the minimal pairs' `num_fewshot: 0`),
+are scored at that count only, never again under another.
 Bad input (no checkpoint, a tokenizer hash mismatch, an unknown or empty task,
 more shots than a task's few-shot split holds) is one line and changes nothing.
 """
@@ -29,9 +31,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import json
 import logging
-import math
 import os
 import socket
 import sys
@@ -43,9 +43,12 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from arches.errors import UserError, closest
+# the files and record entries one simple_evaluate leaves (record_metrics and write_results importable here too)
+from harness.eval_records import EVAL_DIR, record_entries, record_metrics, write_results  # noqa: F401
+from harness.pairs_eval import PAIR_TASKS, blimp_offline, prepare_pairs
 
-EVAL_DIR = "eval"
-BUNDLED_TASKS = ("corpus_ppl", "corpus_cloze", "corpus_next")
+CORPUS_TASKS = ("corpus_ppl", "corpus_cloze", "corpus_next")  # their data: harness/tasks/build.py
+BUNDLED_TASKS = (*CORPUS_TASKS, *PAIR_TASKS)  # and the minimal pairs: harness/pairs_eval.py
 OPTIONAL = "?"
 PROXY_VARIABLES = ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy")
 
@@ -86,6 +89,9 @@ def _alternatives(cache_dir: Any) -> str:
 
 
 def _hub_error(name: str, cache_dir: Any) -> UserError:
+    blimp = blimp_offline(name)
+    if blimp is not None:
+        return blimp
     return UserError(
         f"task '{name}' is one of lm-eval's own and loads from the Hugging Face Hub, which cannot be reached here "
         f"(HF_HUB_OFFLINE/HF_DATASETS_OFFLINE set, or no connection); {_alternatives(cache_dir)}"
@@ -196,10 +202,12 @@ def resolve_tasks(settings: dict, cfg: DictConfig, corpus_cfg: DictConfig) -> di
     if bigbench.tasks_dir(cfg.cache_dir).is_dir():
         include.append(bigbench.tasks_dir(cfg.cache_dir))
     local = set(_local_manager(include).all_tasks) | set(bigbench.BIGBENCH_TASKS)
-    names, skipped, wanted_bigbench, standard = [], [], [], []
+    names, skipped, wanted_bigbench, standard, optional_names = [], [], [], [], set()
     for raw in settings["tasks"]:
         optional = raw.endswith(OPTIONAL)
         name = raw.rstrip(OPTIONAL)
+        if optional:
+            optional_names.add(name)
         if name in bigbench.BIGBENCH_TASKS:
             converted = name in bigbench.converted_tasks(cfg.cache_dir)
             if not converted and not bigbench.archive_path(cfg.cache_dir).is_file():
@@ -227,16 +235,21 @@ def resolve_tasks(settings: dict, cfg: DictConfig, corpus_cfg: DictConfig) -> di
         bigbench.ensure_bigbench(cfg.cache_dir, wanted_bigbench, bigbench.spec_from_config(cfg), fetch=False)
         if bigbench.tasks_dir(cfg.cache_dir) not in include:
             include.append(bigbench.tasks_dir(cfg.cache_dir))
-    task_data = None
-    if any(name in BUNDLED_TASKS for name in names):
+    task_data, metadata = None, {}
+    if any(name in CORPUS_TASKS for name in names):
         spec = TaskDataSpec(settings["max_examples"], settings["fewshot_pool"], settings["seed"])
         task_data = task_data_for_config(corpus_cfg, spec)
+        metadata[METADATA_KEY] = str(task_data)
+    pairs = prepare_pairs(names, optional_names, cfg.eval, corpus_cfg)
+    if pairs is not None:  # after the bundled tasks: a group of fewer kinds replaces the bundled one
+        names, skipped, include = pairs.names, [*skipped, *pairs.skipped], [*include, *pairs.include]
+        metadata.update(pairs.metadata)
     from lm_eval.tasks import TaskManager
 
     manager = TaskManager(  # with lm-eval's own tasks, indexing takes ~15 s
         include_path=[str(p) for p in include],
         include_defaults=online,
-        metadata={METADATA_KEY: str(task_data)} if task_data else None,
+        metadata=metadata or None,
     )
     for name, _ in standard if online else []:
         if name not in manager.all_tasks:
@@ -245,10 +258,14 @@ def resolve_tasks(settings: dict, cfg: DictConfig, corpus_cfg: DictConfig) -> di
                 f"{', '.join(bigbench.BIGBENCH_TASKS)}; or any of lm-eval's {len(manager.all_tasks)} tasks "
                 f"(hellaswag, piqa, arc_easy, ...).{closest(name, manager.all_tasks)}"
             )
-    return {"names": list(dict.fromkeys(names)), "skipped": skipped, "manager": manager, "task_data": task_data}
+    return {"names": list(dict.fromkeys(names)), "skipped": skipped, "manager": manager, "task_data": task_data,
+            "pairs_data": pairs.folder if pairs is not None else None, "notes": pairs.notes if pairs else []}  # fmt: skip
 
 
 def _unknown_or_offline(name: str, local: list[str], cache_dir: Any) -> UserError:
+    blimp = blimp_offline(name)
+    if blimp is not None:
+        return blimp
     hint = closest(name, local)
     if hint:  # a typo of a task that is here
         return UserError(f"unknown task '{name}'; available offline: {', '.join(local)}.{hint}")
@@ -306,8 +323,9 @@ def _quiet_lm_eval():
             os.environ["DISABLE_MULTIPROC"] = saved
 
 
-def load_tasks(manager, names: list[str], cache_dir: Any) -> dict[str, Any]:
-    """{leaf task name: Task} for the names (a tag or group expands to its tasks)."""
+def load_tasks(manager, names: list[str], cache_dir: Any, members: dict[str, list[str]] | None = None) -> dict[str, Any]:
+    """{leaf task name: Task} for the names (a tag or group expands to its tasks); `members`,
+    if given, gets each name's leaf task names."""
     tasks: dict[str, Any] = {}
     for name in names:
         try:
@@ -321,11 +339,19 @@ def load_tasks(manager, names: list[str], cache_dir: Any) -> dict[str, Any]:
                 raise _hub_error(name, cache_dir) from error
             raise
         tasks.update(loaded["tasks"])
+        if members is not None:
+            members[name] = list(loaded["tasks"])
     return tasks
 
 
+def zero_shot_only(task) -> bool:
+    """Rolling perplexity (no few-shot form), or a task whose YAML says `num_fewshot: 0`
+    (BLiMP's, the minimal pairs'), which lm-eval scores at 0 shots whatever it is asked."""
+    return task.OUTPUT_TYPE == "loglikelihood_rolling" or task.config.num_fewshot == 0
+
+
 def _empty_hint(name: str) -> str:
-    if name in BUNDLED_TASKS:
+    if name in CORPUS_TASKS:
         return "the run's corpus has too little held-out text to build it (raise data.test_fraction or add text)"
     return "check its data"
 
@@ -348,8 +374,8 @@ def check_tasks(tasks: dict[str, Any], shots: list[int]) -> None:
     for name, task in tasks.items():
         if len(task.eval_docs) == 0:
             raise UserError(f"task '{name}' has no examples; {_empty_hint(name)}")
-        if task.OUTPUT_TYPE == "loglikelihood_rolling":
-            continue  # rolling perplexity has no few-shot form: scored at 0 shots only
+        if zero_shot_only(task):
+            continue  # scored at 0 shots only
         most = max(shots)
         if most > 0:
             allowed = _fewshot_allowed(task)
@@ -361,69 +387,11 @@ def check_tasks(tasks: dict[str, Any], shots: list[int]) -> None:
                 )
 
 
-# ---------------------------------------------------------------- results
-
-
-def _number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(float(value))
-
-
-def record_metrics(task_results: dict) -> dict:
-    """lm-eval's `{"acc,none": x, "acc_stderr,none": s}` as `{"acc": x, "acc_stderr": s}` (numbers only)."""
-    metrics = {}
-    for key, value in task_results.items():
-        if "," not in key or not _number(value):
-            continue
-        metric, _, filter_name = key.partition(",")
-        if filter_name != "none":
-            metric = f"{metric}_{filter_name}"
-        metrics[metric] = float(value)
-    return metrics
-
-
-def _chance(samples: list[dict], output_type: str) -> float | None:
-    """Mean 1/len(choices) over the scored examples of a multiple-choice task."""
-    if output_type != "multiple_choice" or not samples:
-        return None
-    return sum(1 / len(s["arguments"]) for s in samples) / len(samples)
-
-
-def _dumps(data: Any) -> str:
-    from lm_eval.utils import handle_non_serializable
-
-    return json.dumps(data, default=handle_non_serializable, ensure_ascii=False)
-
-
-PER_TASK_KEYS = ("results", "configs", "versions", "n-shot", "higher_is_better", "n-samples")
-
-
-def write_results(run_dir: Path, shots: int, results: dict) -> dict[str, tuple[str, str | None]]:
-    """Per task: `eval/results-{task}-{k}shot.json` (lm-eval's results JSON, cut to that task,
-    so a later evaluation of other tasks never makes it stale) and `eval/samples-{task}-{k}shot.jsonl`."""
-    from arches.run import write_atomic
-
-    (run_dir / EVAL_DIR).mkdir(parents=True, exist_ok=True)
-    samples = results.get("samples") or {}
-    dropped = (*PER_TASK_KEYS, "samples", "groups", "group_subtasks")
-    shared = {k: v for k, v in results.items() if k not in dropped}
-    files = {}
-    for task in results.get("results", {}):
-        body = {key: {task: results[key][task]} for key in PER_TASK_KEYS if task in (results.get(key) or {})}
-        results_file = f"{EVAL_DIR}/results-{task}-{shots}shot.json"
-        text = json.dumps(json.loads(_dumps({**body, **shared})), indent=2, ensure_ascii=False)
-        write_atomic(run_dir / results_file, text + "\n")
-        samples_file = None
-        if task in samples:
-            samples_file = f"{EVAL_DIR}/samples-{task}-{shots}shot.jsonl"
-            write_atomic(run_dir / samples_file, "".join(_dumps(row) + "\n" for row in samples[task]))
-        files[task] = (results_file, samples_file)
-    return files
-
-
 def evaluate(cfg: DictConfig) -> dict:
     """Score the run folder `cfg.run` on `cfg.eval.tasks` at each `cfg.eval.num_fewshot`.
 
-    Returns {"run", "evals" (the new record entries), "skipped", "task_data"}.
+    Returns {"run", "evals" (the new record entries), "skipped", "task_data", "pairs_data",
+    "limit_note", "notes" (kinds built with fewer pairs than asked)}.
     """
     settings = eval_settings(cfg)
     run_dir, run_cfg = _run_folder(cfg)
@@ -433,12 +401,14 @@ def evaluate(cfg: DictConfig) -> dict:
         if not resolved["names"]:
             skipped = "; ".join(f"{n}: {why}" for n, why in resolved["skipped"])
             raise UserError(f"no task to run: every task in eval.tasks was skipped ({skipped})")
-        tasks = load_tasks(resolved["manager"], resolved["names"], cfg.cache_dir)
+        members: dict[str, list[str]] = {}
+        tasks = load_tasks(resolved["manager"], resolved["names"], cfg.cache_dir, members)
         check_tasks(tasks, settings["shots"])
-        rolling = {name for name, task in tasks.items() if task.OUTPUT_TYPE == "loglikelihood_rolling"}
+        # a name at k > 0 shots only where one of its tasks takes few-shot examples: never scored twice at 0
+        takes_shots = {name for name, leaves in members.items() if not all(zero_shot_only(tasks[t]) for t in leaves)}
 
         from harness.lm import ArchesLM
-        from harness.provenance import evaluation_provenance, sample_counts
+        from harness.provenance import evaluation_provenance
 
         model = ArchesLM(run=str(run_dir), batch_size=settings["batch_size"], device=settings["device"])
         entries: dict[str, dict] = {}
@@ -446,7 +416,7 @@ def evaluate(cfg: DictConfig) -> dict:
         import lm_eval
 
         for shots in settings["shots"]:
-            names = [n for n in resolved["names"] if not (shots > 0 and n in rolling)]
+            names = [n for n in resolved["names"] if shots == 0 or n in takes_shots]
             if not names:
                 continue
             started = time.perf_counter()
@@ -465,30 +435,9 @@ def evaluate(cfg: DictConfig) -> dict:
             )
             seconds = time.perf_counter() - started
             files = write_results(run_dir, shots, results)
-            scored_by = evaluation_provenance(model, settings["batch_size"])  # recorded with every score
-            for task, task_results in results["results"].items():
-                if task not in tasks and task not in results.get("samples", {}):
-                    continue  # a group's aggregate: the record keeps leaf tasks
-                results_file, samples_file = files[task]
-                samples = results.get("samples", {}).get(task, [])
-                output_type = results.get("configs", {}).get(task, {}).get("output_type", "")
-                n_samples = results.get("n-samples", {}).get(task, {})
-                entries[f"{task}|{shots}"] = {
-                    "task": task,
-                    "shots": shots,
-                    "metrics": record_metrics(task_results),
-                    **sample_counts(n_samples, len(samples)),
-                    "version": results.get("versions", {}).get(task),
-                    "format": model.scoring_format,
-                    "limit": settings["limit"],
-                    "chance": _chance(samples, output_type),
-                    "seed": seed,
-                    "results_file": results_file,
-                    "samples_file": samples_file,
-                    "seconds": round(seconds, 3),
-                    "evaluated_at": time.strftime("%Y-%m-%dT%H:%M:%S"),
-                    "provenance": scored_by,
-                }
+            common = {"format": model.scoring_format, "limit": settings["limit"], "seed": seed,
+                      "seconds": round(seconds, 3), "provenance": evaluation_provenance(model, settings["batch_size"])}
+            entries.update(record_entries(results, shots, files, common))  # fmt: skip
 
     from arches.run import RUN_RECORD, read_json, update_record
 
@@ -500,7 +449,9 @@ def evaluate(cfg: DictConfig) -> dict:
         "evals": entries,
         "skipped": resolved["skipped"],
         "task_data": str(resolved["task_data"]) if resolved["task_data"] else None,
+        "pairs_data": str(resolved["pairs_data"]) if resolved["pairs_data"] else None,
         "limit_note": settings["limit_note"],
+        "notes": resolved["notes"],
     }
 
 
@@ -540,7 +491,10 @@ def eval_command(argv: list[str]) -> None:
     lines = [f"scores in {Path(outcome['run']) / 'run.json'} (evals) and {Path(outcome['run']) / EVAL_DIR}/"]
     if outcome["task_data"]:
         lines.append(f"bundled task data {outcome['task_data']}")
+    if outcome.get("pairs_data"):
+        lines.append(f"minimal pairs {outcome['pairs_data']}")
     lines += [f"skipped {name}: {why}" for name, why in outcome["skipped"]]
+    lines += outcome.get("notes") or []
     if outcome.get("limit_note"):
         lines.append(outcome["limit_note"])
     lines.append(f"{seconds:.1f} s")

@@ -46,8 +46,9 @@ from arches.tokenizer import load_tokenizer, tokenizer_hash
 log = logging.getLogger(__name__)
 
 CACHE_FILE = Path("eval") / "cache.sqlite"
-# Part of every cache key: bump it when a change to the scorers changes their scores.
-CACHE_VERSION = 3
+# Part of every cache key: bump it when a change to the scorers changes their scores
+# (4: an empty context is no context in the blank formats, T5's sentinel and GLM's [MASK]).
+CACHE_VERSION = 4
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 DEFAULT_MAX_BATCH_SIZE = 512
 CPU_AUTO_BATCH_SIZE = 16  # a CPU out-of-memory kills the process, so there is nothing to probe

@@ -1,13 +1,15 @@
 """`arches lm-eval ...`: lm-eval's own command line, with the `arches` model registered
 and the bundled corpus tasks made findable.
 
-The corpus tasks (corpus_ppl, corpus_cloze, corpus_next) are built from a run's own
-held-out documents, so lm-eval alone cannot know where their data lies. When the
-command scores an arches run (`--model arches --model_args run=<folder>`) on one of
-them, this builds (or reuses) the run's task data exactly as `arches eval` does, passes
-its folder through the variable the task loader reads, and adds the bundled tasks'
-folder to `--include_path` if it is missing; every other argument reaches lm-eval's
-parser unchanged.
+The corpus tasks (corpus_ppl, corpus_cloze, corpus_next) and the minimal pairs
+(corpus_pairs, pairs_<kind>) are built from a run's own held-out documents, so lm-eval
+alone cannot know where their data lies. When the command scores an arches run
+(`--model arches --model_args run=<folder>`) on one of them, this builds (or reuses) the
+run's task data exactly as `arches eval` does, passes its folder through the variable
+the task loader reads, and adds the bundled tasks' folder to `--include_path` if it is
+missing; every other argument reaches lm-eval's parser unchanged. (lm-eval's own
+corpus_pairs lists all four kinds: a kind without pairs is an error here, where
+`arches eval` runs the group without it.)
 """
 
 from __future__ import annotations
@@ -42,11 +44,14 @@ def _model_run(argv: list[str]) -> str | None:
     return None
 
 
+def _task_names(argv: list[str]) -> set[str]:
+    return {name.strip() for tasks in _values(argv, "--tasks") for name in tasks.split(",")}
+
+
 def _wants_corpus_tasks(argv: list[str]) -> bool:
     from harness.evaluate import BUNDLED_TASKS
 
-    names = {name.strip() for tasks in _values(argv, "--tasks") for name in tasks.split(",")}
-    return bool(names & {*BUNDLED_TASKS, CORPUS_TAG})
+    return bool(_task_names(argv) & {*BUNDLED_TASKS, CORPUS_TAG})
 
 
 def corpus_task_arguments(argv: list[str]) -> list[str]:
@@ -60,20 +65,33 @@ def corpus_task_arguments(argv: list[str]) -> list[str]:
         return argv
     if not _values(argv, "--include_path"):
         argv = [*argv, "--include_path", str(TASKS_DIR)]
-    if os.environ.get(ENV_VAR) or any(METADATA_KEY in value for value in _values(argv, "--metadata")):
-        return argv  # the caller named the data folder itself
+    from harness.evaluate import CORPUS_TASKS
+    from harness.pairs_eval import PAIR_TASKS
+    from harness.tasks.loader import PAIRS_ENV_VAR, PAIRS_METADATA_KEY
+
+    metadata = " ".join(_values(argv, "--metadata"))
+    corpus = bool(_task_names(argv) & {*CORPUS_TASKS, CORPUS_TAG}) and not (os.environ.get(ENV_VAR) or METADATA_KEY in metadata)
+    pairs = bool(_task_names(argv) & set(PAIR_TASKS)) and not (os.environ.get(PAIRS_ENV_VAR) or PAIRS_METADATA_KEY in metadata)
+    if not corpus and not pairs:
+        return argv  # the caller named the data folders itself
     from harness.evaluate import _corpus_config, _run_folder, eval_settings
     from harness.tasks.build import TaskDataSpec, task_data_for_config
+    from harness.tasks.pairs import pair_spec, pairs_data_for_config
 
     from arches.config import compose
 
     cfg = compose([f"run={run}"])
     _, run_cfg = _run_folder(cfg)
     settings = eval_settings(cfg)  # the default suite's corpus settings, as `arches eval` uses
-    spec = TaskDataSpec(settings["max_examples"], settings["fewshot_pool"], settings["seed"])
-    folder = task_data_for_config(_corpus_config(run_cfg, cfg), spec)
-    os.environ[ENV_VAR] = str(folder)
-    print(f"arches: corpus tasks of {Path(run).name} from {folder}", file=sys.stderr)
+    if corpus:
+        spec = TaskDataSpec(settings["max_examples"], settings["fewshot_pool"], settings["seed"])
+        folder = task_data_for_config(_corpus_config(run_cfg, cfg), spec)
+        os.environ[ENV_VAR] = str(folder)
+        print(f"arches: corpus tasks of {Path(run).name} from {folder}", file=sys.stderr)
+    if pairs:
+        folder = pairs_data_for_config(_corpus_config(run_cfg, cfg), pair_spec(cfg.eval))
+        os.environ[PAIRS_ENV_VAR] = str(folder)
+        print(f"arches: minimal pairs of {Path(run).name} from {folder}", file=sys.stderr)
     return argv
 
 

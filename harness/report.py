@@ -988,6 +988,7 @@ def write_report(folder: Path | str) -> Path:
     _check_duplicates(runs)
     baseline = store.load_baseline(folder)
     long = store.scores(folder, runs)
+    groups, long = long[long["subtasks"].notna()], long[long["subtasks"].isna()]  # a group's mean: its own section
     comparer = Comparer()
     table = provenance.with_n(score_table(long, comparer), long)  # n per score: scores.csv and the table
     experiment = Counter(r["experiment"] for r in runs).most_common(1)[0][0]
@@ -1034,6 +1035,9 @@ def write_report(folder: Path | str) -> Path:
             f"{BEST_MARK} best variant in the row; {WORSE_MARK} different from the best at α = {ALPHA}; unmarked: "
             f"not significantly different from the best. Significance test: {_tests_used(table)}."
         )))
+    from harness.report_groups import group_blocks  # it builds on this module's statistics
+
+    blocks += group_blocks(groups, long, [v for v in variants if v in set(groups["variant"])], comparer)
     if experiment == WANG2022:
         blocks += wang2022_findings(runs, long, comparer)
 

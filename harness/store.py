@@ -32,7 +32,7 @@ INDEX_FIELDS = (
 )
 SCORE_COLUMNS = (
     "variant", "seed", "run_name", "family", "objective", "task", "shots", "metric", "value", "stderr", "n",
-    "n_available", "chance", "samples_file",
+    "n_available", "chance", "samples_file", "subtasks",
 )
 
 
@@ -157,7 +157,10 @@ def scores(folder: Path | str, runs: list[dict] | None = None) -> pd.DataFrame:
     `stderr` is lm-eval's `<metric>_stderr` where it has one; `n` the examples scored and
     `n_available` those the task holds (empty in records older than them); `chance` is the task's
     chance level (multiple choice) or empty; `samples_file` is the absolute path of the
-    per-example outcomes, or empty when the evaluation did not record them.
+    per-example outcomes, or empty when the evaluation did not record them. A group's
+    aggregate (lm-eval's score of a group such as corpus_pairs or blimp: the mean over its
+    tasks, which have rows of their own) has `subtasks`, its tasks' names joined by commas,
+    and no samples file; a task's `subtasks` is empty.
     """
     rows = []
     for run in load_runs(folder) if runs is None else runs:
@@ -187,6 +190,7 @@ def scores(folder: Path | str, runs: list[dict] | None = None) -> pd.DataFrame:
                     "n_available": entry.get("n_available", entry.get("n_total")),  # n_total: its older name
                     "chance": entry.get("chance"),
                     "samples_file": str(Path(run["run_dir"]) / samples) if samples else None,
+                    "subtasks": ",".join(entry["subtasks"]) if entry.get("subtasks") else None,
                 })
     return pd.DataFrame(rows, columns=list(SCORE_COLUMNS))
 

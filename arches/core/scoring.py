@@ -6,8 +6,11 @@ Conventions, the same in every family:
 - Context and continuation are tokenized separately and their ids concatenated;
   trailing spaces of the context move to the continuation first (lm-eval's
   `TemplateLM._encode_pair`), so " yes" is scored as the word-initial token it is.
-- An empty context becomes `<eos>`: every document in training ends with `<eos>`,
-  so it is the token a model has seen before the start of a text.
+- An empty context (BLiMP's format, the minimal-pair tasks: `("", " " + sentence)`)
+  becomes `<eos>`: every document in training ends with `<eos>`, so it is the token a
+  model has seen before the start of a text. A format that asks for the continuation
+  as a blank (T5's sentinels, GLM's [MASK]) needs no context: the blank alone is the
+  prompt, so the sentence is the blank's whole filling (`BaseScorer.empty_context`).
 - Contexts are truncated from the left to the longest input the checkpoint trained
   on (model.json's `trained_lengths`: a window's length, not the architecture's
   `max_len`, whose later learned position rows a training run never updates), as
@@ -326,7 +329,13 @@ class BaseScorer:
         continuation_ids = self.encode(continuation)
         if not continuation_ids:
             raise UserError(f"an empty continuation cannot be scored (context {context[-40:]!r})")
-        return context_ids or [self.specials.eos], continuation_ids
+        return context_ids or self.empty_context(), continuation_ids
+
+    def empty_context(self) -> list[int]:
+        """What an empty context is scored after: `<eos>` (a text's start, as training saw
+        it), or nothing in a blank format, whose markers are the whole prompt: T5's encoder
+        reads `<extra_id_0> <eos>`, GLM's Part A is `[MASK]` alone."""
+        return [] if self.fills_blanks else [self.specials.eos]
 
     def check_fits(self, continuation: list[int], room: int, what: str = "input") -> None:
         if len(continuation) > room:
@@ -347,6 +356,8 @@ class BaseScorer:
         for index, text in enumerate(texts):
             ids, window = self.encode(text), self.max_len - self.rolling_margin
             cut = span_windows(ids, self.specials.eos, window, self.span) if self.span else rolling_windows(ids, self.specials.eos, window, self.stride)
+            if cut and cut[0][0] == [self.specials.eos]:  # the text's start, as an empty context is scored
+                cut[0] = (self.empty_context(), cut[0][1])
             for window in cut:
                 windows.append(window)
                 owners.append(index)

@@ -341,29 +341,41 @@ def pairs_folder(entry: Path, spec: PairSpec) -> Path:
     return Path(entry) / "tasks" / f"pairs-{spec.key()}"
 
 
-def _short(kind: str, built: int, spec: PairSpec) -> None:
-    if built < spec.max_pairs:
-        print(f"arches: {task_name(kind)}: the held-out split gives {built} of eval.corpus.max_pairs="
-              f"{spec.max_pairs} pairs; the task is built with those (raise data.test_fraction for more)",
-              file=sys.stderr)  # fmt: skip
+def short_note(kind: str, built: int, spec: PairSpec) -> str | None:
+    """The line for a kind built with fewer than max_pairs pairs (None when it has them all)."""
+    if built >= spec.max_pairs:
+        return None
+    return (f"{task_name(kind)}: the held-out split gives {built} of eval.corpus.max_pairs={spec.max_pairs} pairs; "
+            "the task is built with those (raise data.test_fraction for more)")  # fmt: skip
+
+
+def no_pairs(kind: str, documents: int | str) -> UserError:
+    return UserError(
+        f"pair kind '{kind}': the held-out split ({documents} documents) gives no pairs; raise "
+        f"data.test_fraction or add text, or drop {kind} from eval.corpus.pair_kinds"
+    )
+
+
+def pair_counts(root: Path, kinds: Sequence[str]) -> dict[str, int]:
+    """{kind: scored pairs} of a built pairs folder."""
+    return {kind: manifest(Path(root) / kind)["examples"][task_name(kind)]["test"] for kind in kinds}
 
 
 def ensure_pairs_data(entry: Path, documents: Callable[[], tuple[list[Doc], list[Doc], list[Doc]]], spec: PairSpec,
-                      encode: Encode | None = None) -> Path:  # fmt: skip
+                      encode: Encode | None = None, empty_ok: bool = False) -> Path:  # fmt: skip
     """The pairs folder of a corpus cache entry, each kind of `spec.kinds` built from
     `documents()` -> (test, val, train) if missing. A kind with no pairs is a UserError
-    and nothing is written; a kind with fewer than max_pairs is one line on stderr."""
+    and nothing is written, and a kind with fewer than max_pairs is one line on stderr;
+    with `empty_ok` (harness.pairs_eval, which reports both itself), a kind with no pairs
+    is written empty, so the group can run without it, and nothing is printed."""
     root = pairs_folder(entry, spec)
     missing = [kind for kind in spec.kinds if not (root / kind / MANIFEST).is_file()]
     if missing:
         test_docs, pool_docs, train_docs = documents()
         built = build_pairs(test_docs, pool_docs, train_docs, replace(spec, kinds=tuple(missing)), encode)
         for kind in missing:
-            if not built[kind]["test"]:
-                raise UserError(
-                    f"pair kind '{kind}': the held-out split ({len(test_docs)} documents) gives no pairs; raise "
-                    f"data.test_fraction or add text, or drop {kind} from eval.corpus.pair_kinds"
-                )
+            if not built[kind]["test"] and not empty_ok:
+                raise no_pairs(kind, len(test_docs))
         for kind in missing:
             folder = root / kind
             if folder.exists():  # incomplete (damaged by hand): never trusted
@@ -376,12 +388,14 @@ def ensure_pairs_data(entry: Path, documents: Callable[[], tuple[list[Doc], list
                 "test_documents": sorted(name for name, _ in test_docs),
                 "fewshot_documents": sorted(n for n, _ in pool_docs) if pool_docs else "test (lines no pair uses)",
             })  # fmt: skip
-    for kind in spec.kinds:
-        _short(kind, manifest(root / kind)["examples"][task_name(kind)]["test"], spec)
+    for kind, built_pairs in pair_counts(root, spec.kinds).items():
+        note = None if empty_ok else short_note(kind, built_pairs, spec)
+        if note:
+            print(f"arches: {note}", file=sys.stderr)
     return root
 
 
-def pairs_data_for_config(cfg: Any, spec: PairSpec) -> Path:
+def pairs_data_for_config(cfg: Any, spec: PairSpec, empty_ok: bool = False) -> Path:
     """Build or reuse the pairs of the corpus that `cfg` (a root config with `data` and
     `cache_dir`) names, token counts under its cache entry's tokenizer.json."""
     from arches.data import prepare
@@ -395,4 +409,4 @@ def pairs_data_for_config(cfg: Any, spec: PairSpec) -> Path:
         return [tokenizer.encode(text, add_special_tokens=False).ids for text in texts]
 
     documents = lambda: tuple(corpus_documents(cfg, prepared, ("test", "val", "train")))  # noqa: E731
-    return ensure_pairs_data(prepared.cache_dir, documents, spec, encode)
+    return ensure_pairs_data(prepared.cache_dir, documents, spec, encode, empty_ok)
