@@ -12,11 +12,14 @@ from dataclasses import dataclass
 
 import numpy as np
 from scipy import stats
-from statsmodels.stats.proportion import proportion_confint
 
 from arches.errors import UserError, unknown
 from harness.statistics import crossed, resampling
-from harness.statistics.outcomes import BOOTSTRAP_SEED, CONFIDENCE, RESAMPLES, Outcomes, align, metric_kind
+from harness.statistics.outcomes import (BOOTSTRAP_SEED, CONFIDENCE, RESAMPLES, MetricKind, Outcomes, Table, align,
+                                         metric_kind)
+
+# the words every interval or test that leaves the training seeds out carries in its label
+ONE_SEED_NOTE = "test-set uncertainty only; training-seed variance not measured"
 
 
 @dataclass(frozen=True)
@@ -54,15 +57,15 @@ def wilson(successes: int, n: int, confidence: float = CONFIDENCE) -> Interval:
     not empty at 0/n, where the Wald interval collapses to "0.00 ± 0.00"."""
     if n <= 0 or not 0 <= successes <= n:
         raise ValueError(f"a Wilson interval needs 0 ≤ successes ≤ n and n > 0, got {successes} of {n}")
-    low, high = proportion_confint(successes, n, alpha=1 - confidence, method="wilson")
-    return Interval(successes / n, float(low), float(high), f"Wilson {confidence:.0%}", n, 1)
+    bounds = stats.binomtest(successes, n).proportion_ci(confidence, method="wilson")
+    return Interval(successes / n, float(bounds.low), float(bounds.high), f"Wilson {confidence:.0%}", n, 1)
 
 
 def bootstrap_mean(values: Sequence[float], confidence: float = CONFIDENCE, resamples: int = RESAMPLES,
                    seed: int = BOOTSTRAP_SEED) -> Interval:
     """Percentile bootstrap interval of the mean of per-example values (one seed)."""
-    per_seed = {0: dict(enumerate(values))}
-    return _bootstrap(per_seed, "mean", confidence, resamples, seed)
+    kind = metric_kind("mean")
+    return _bootstrap(align({"": {0: dict(enumerate(values))}}, kind)[""], kind, confidence, resamples, seed)
 
 
 def bootstrap_ratio(pairs: Sequence[tuple[float, float]], kind: str = "bits_per_byte",
@@ -70,14 +73,12 @@ def bootstrap_ratio(pairs: Sequence[tuple[float, float]], kind: str = "bits_per_
     """Document bootstrap of a corpus-level ratio metric from per-document (loglik, weight) pairs:
     each resample of documents recomputes transform(Σ loglik / Σ weight), e.g. bits/byte
     = -Σ ll / (ln 2 · Σ bytes), as lm-eval aggregates it (it reports no stderr for it)."""
-    per_seed = {0: dict(enumerate(pairs))}
-    return _bootstrap(per_seed, kind, confidence, resamples, seed)
-
-
-def _bootstrap(outcomes: Outcomes, kind, confidence: float, resamples: int, seed: int,
-               seeds: str = "fixed") -> Interval:
     kind = metric_kind(kind)
-    table = align({"": outcomes}, kind)[""]
+    return _bootstrap(align({"": {0: dict(enumerate(pairs))}}, kind)[""], kind, confidence, resamples, seed)
+
+
+def _bootstrap(table: Table, kind: MetricKind, confidence: float, resamples: int, seed: int,
+               seeds: str = "fixed") -> Interval:
     boot = resampling.replicates(table, None, kind, seeds=seeds, resamples=resamples, seed=seed)
     low, high = resampling.percentile_interval(boot, confidence)
     what = "documents" if kind.ratio else "examples"
@@ -96,18 +97,16 @@ def seed_summary(values: Sequence[float], confidence: float = CONFIDENCE) -> See
     if len(values) < 2:
         return SeedSummary(mean, math.nan, math.nan, math.nan, values)
     sd = float(np.std(values, ddof=1))
-    half = float(stats.t.ppf((1 + confidence) / 2, len(values) - 1)) * sd / math.sqrt(len(values))
+    half = crossed.t_quantile((1 + confidence) / 2, len(values) - 1) * sd / math.sqrt(len(values))
     return SeedSummary(mean, sd, mean - half, mean + half, values)
 
 
-def crossed_interval(outcomes: Outcomes, kind, confidence: float = CONFIDENCE) -> Interval:
+def crossed_interval(table: Table, kind: MetricKind, confidence: float = CONFIDENCE) -> Interval:
     """Mean over seeds ± t_{k-1} · SE, the SE counting seeds and the shared test set (see crossed)."""
-    kind = metric_kind(kind)
-    table = align({"": outcomes}, kind)[""]
     if table.k < 2:
         raise UserError(f"a seeds × examples interval needs at least 2 seeds, got {table.k}; run more seeds")
     variance = crossed.one_sample(table, kind)
-    half = float(stats.t.ppf((1 + confidence) / 2, variance.df)) * variance.se
+    half = crossed.t_quantile((1 + confidence) / 2, variance.df) * variance.se
     return Interval(variance.estimate, variance.estimate - half, variance.estimate + half,
                     f"t {confidence:.0%} over seeds × examples (k = {table.k}, {variance.df:g} df)", table.n, table.k)
 
@@ -115,34 +114,31 @@ def crossed_interval(outcomes: Outcomes, kind, confidence: float = CONFIDENCE) -
 METHODS = ("auto", "wilson", "bootstrap", "multi_bootstrap", "crossed")
 
 
-def cell_interval(outcomes: Outcomes, kind, method: str = "auto", confidence: float = CONFIDENCE,
+def cell_interval(outcomes: Outcomes, kind: str | MetricKind, method: str = "auto", confidence: float = CONFIDENCE,
                   resamples: int = RESAMPLES, seed: int = BOOTSTRAP_SEED) -> Interval:
-    """One variant's score with its interval.
+    """One variant's score ({seed: {doc_id: value}}) with its interval.
 
     auto: at one seed, Wilson for accuracy and the percentile (document) bootstrap otherwise;
-    from two seeds, the crossed seeds × examples t interval. `wilson` and `bootstrap` at
-    several seeds pool the seeds per document and so cover the test set only (said in the label).
+    from two seeds, the crossed seeds × examples t interval. `bootstrap` at several seeds
+    pools the seeds per document and so covers the test set only, as its label says.
     """
     if method not in METHODS:
         raise unknown("interval method", method, METHODS)
     kind = metric_kind(kind)
-    seeds = len(outcomes) if hasattr(outcomes, "__len__") else 0
+    table = align({"": outcomes}, kind)[""]
     if method == "auto":
-        method = "crossed" if seeds >= 2 else "wilson" if kind.proportion else "bootstrap"
+        method = "crossed" if table.k >= 2 else "wilson" if kind.proportion else "bootstrap"
     if method == "crossed":
-        return crossed_interval(outcomes, kind, confidence)
+        return crossed_interval(table, kind, confidence)
     if method == "multi_bootstrap":
-        return _bootstrap(outcomes, kind, confidence, resamples, seed, seeds="unpaired")
-    table = align({"": outcomes}, kind)[""].pooled()
-    pooled = {0: {d: (table.numerator[0, d], table.weight[0, d]) if kind.ratio else table.numerator[0, d]
-                  for d in range(table.n)}}
-    only = "" if seeds == 1 else f", {seeds} seeds pooled per example: test-set uncertainty only"
+        return _bootstrap(table, kind, confidence, resamples, seed, seeds="unpaired")
     if method == "wilson":
-        if not kind.proportion:
-            raise UserError(f"a Wilson interval is for accuracy (0/1 outcomes), not {kind.name}; use bootstrap")
-        if seeds > 1:  # pooled per-document rates are not 0/1: the Wilson count is over all seed × example trials
-            raise UserError("a Wilson interval is for one seed; use method=crossed for several seeds")
-        result = wilson(int(round(table.numerator.sum())), table.n, confidence)
+        if not kind.proportion or table.k > 1:
+            raise UserError(f"a Wilson interval is for accuracy at one seed, not {kind.name} at {table.k} seeds; "
+                            "use method=bootstrap or method=crossed")
+        result, seeds = wilson(int(round(table.numerator.sum())), table.n, confidence), "one seed"
     else:
-        result = _bootstrap(pooled, kind if kind.ratio or not kind.proportion else "mean", confidence, resamples, seed)
-    return Interval(result.estimate, result.low, result.high, result.method + only, result.n, seeds)
+        result = _bootstrap(table if table.k == 1 else table.pooled(), kind, confidence, resamples, seed)
+        seeds = "one seed" if table.k == 1 else f"{table.k} seeds pooled per example"
+    return Interval(result.estimate, result.low, result.high, f"{result.method}, {seeds}: {ONE_SEED_NOTE}",
+                    table.n, table.k)

@@ -123,7 +123,7 @@ class Table:
         return kind.transform(rate) + kind.slope(rate) * (self.numerator - rate * self.weight) / mean_weight
 
 
-def _seed_ids(variant: str, outcomes: Outcomes) -> list[int]:
+def seed_ids(variant: str, outcomes: Outcomes) -> list[int]:
     if not isinstance(outcomes, Mapping) or not outcomes:
         raise UserError(f"variant '{variant}' has no seeds (seeds: []); give it at least one seed's outcomes")
     for seed in outcomes:
@@ -152,7 +152,7 @@ def _convert(variant: str, seed: int, doc, value, kind: MetricKind) -> tuple[flo
 def align(outcomes: Mapping[str, Outcomes], kind: str | MetricKind) -> dict[str, Table]:
     """{variant: Table} on the doc_ids that every seed of every variant scored, in one order."""
     kind = metric_kind(kind)
-    seeds = {variant: _seed_ids(variant, per_seed) for variant, per_seed in outcomes.items()}
+    seeds = {variant: seed_ids(variant, per_seed) for variant, per_seed in outcomes.items()}
     shared = None
     for variant, per_seed in outcomes.items():
         for seed in seeds[variant]:
@@ -167,9 +167,57 @@ def align(outcomes: Mapping[str, Outcomes], kind: str | MetricKind) -> dict[str,
         docs = sorted(shared, key=repr)
     tables = {}
     for variant, per_seed in outcomes.items():
-        values = np.array([[_convert(variant, s, d, per_seed[s][d], kind) for d in docs] for s in seeds[variant]])
-        tables[variant] = Table(variant, tuple(seeds[variant]), values[..., 0], values[..., 1])  # (k, n, 2) split
+        rows = [_row(variant, seed, per_seed[seed], docs, kind) for seed in seeds[variant]]
+        tables[variant] = Table(variant, tuple(seeds[variant]), np.stack([r[0] for r in rows]),
+                                np.stack([r[1] for r in rows]))
     return tables
+
+
+def _row(variant: str, seed: int, by_doc: Mapping, docs: list, kind: MetricKind) -> tuple[np.ndarray, np.ndarray]:
+    """(numerator, weight) of one seed on `docs`, checked as whole arrays; a bad value is then
+    found one by one, for an error that names it."""
+    values = [by_doc[d] for d in docs]
+    try:
+        array = np.array(values)
+    except ValueError:  # ragged pairs
+        array = None
+    shape = (len(docs), 2) if kind.ratio else (len(docs),)
+    ok = array is not None and array.dtype.kind in "biuf" and array.shape == shape
+    if ok:
+        array = array.astype(float)
+        ok = bool(np.isfinite(array).all())
+        if ok and kind.ratio:
+            ok = bool((array[:, 1] > 0).all())
+        if ok and kind.proportion:
+            ok = bool(np.isin(array, (0.0, 1.0)).all())
+    if not ok:
+        for doc, value in zip(docs, values):
+            _convert(variant, seed, doc, value, kind)
+        raise UserError(f"variant '{variant}', seed {seed}: its {kind.name} values are not all of one form")
+    if kind.ratio:
+        return array[:, 0], array[:, 1]
+    return array, np.ones_like(array)
+
+
+def mismatched_docs(outcomes: Mapping[str, Outcomes]) -> str | None:
+    """One line naming the variants (and seeds) whose doc_ids differ from the first one's, or None.
+
+    `align` pairs on the doc_ids they share; a report that must refuse rows compared on
+    different examples (different n or limit) asks this first.
+    """
+    reference = None
+    differing = []
+    for variant, per_seed in outcomes.items():
+        for seed in seed_ids(variant, per_seed):
+            docs = frozenset(per_seed[seed])
+            if reference is None:
+                reference = (variant, seed, docs)
+            elif docs != reference[2]:
+                differing.append(f"{variant} seed {seed} ({len(docs)})")
+    if not differing:
+        return None
+    first = f"{reference[0]} seed {reference[1]} ({len(reference[2])})"
+    return f"the variants were scored on different examples: {first} vs {', '.join(differing)} doc_ids"
 
 
 def paired_seeds(a: Table, b: Table) -> bool:

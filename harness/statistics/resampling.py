@@ -1,4 +1,4 @@
-"""Resampling: document and seed bootstraps (Sellam et al. 2022's multi-bootstrap), sign flips, p-values.
+"""Resampling: document and seed bootstraps (Sellam et al. 2022's Multi-Bootstrap), sign flips, p-values.
 
 Every resampling p-value counts the observed arrangement as one of the resamples,
 p = (1 + b) / (1 + R) (Davison & Hinkley 1997, eq. 4.11; North et al. 2002), so it is never
@@ -56,24 +56,38 @@ def replicates(
       - "fixed": keeps every seed (examples only: test-set uncertainty alone);
       - "paired": draws seed ids with replacement, the same ids for a and b (they ran the same seeds);
       - "unpaired": draws each variant's seeds on its own.
-    "paired"/"unpaired" is the multi-bootstrap of Sellam et al. 2022 ("The MultiBERTs", §4 and
-    App. B): seeds, then examples.
+    "paired"/"unpaired" is the Multi-Bootstrap of Sellam et al. (ICLR 2022, "The MultiBERTs"):
+    seeds, then examples, designed there for 25 pre-training seeds.
     """
     if seeds not in ("fixed", "paired", "unpaired"):
         raise ValueError(f"seeds must be fixed, paired or unpaired, not {seeds!r}")
     if seeds == "paired" and b is not None and a.seeds != b.seeds:
         raise ValueError("paired seeds need the same seed ids in both variants")
     rng = np.random.default_rng(seed)
+    if seeds == "fixed" and not kind.ratio:
+        return _linear_replicates(a, b, resamples, rng)
     out = []
     for size in _chunks(resamples, a.n):
         doc_counts = counts(size, a.n, rng)  # (size, n), shared by both variants
         seed_counts_a = counts(size, a.k, rng) if seeds != "fixed" else None
         stat = _mean_over_seeds(_seed_scores(a, kind, doc_counts), seed_counts_a)
         if b is not None:
-            seed_counts_b = seed_counts_a if seeds == "paired" else counts(size, b.k, rng) if seeds == "unpaired" else None
+            # "paired": a's seed draws (the same seed ids); "fixed": none (None)
+            seed_counts_b = counts(size, b.k, rng) if seeds == "unpaired" else seed_counts_a
             stat = stat - _mean_over_seeds(_seed_scores(b, kind, doc_counts), seed_counts_b)
         out.append(stat)
     return np.concatenate(out)
+
+
+def _linear_replicates(a: Table, b: Table | None, resamples: int, rng: np.random.Generator) -> np.ndarray:
+    """Examples only, mean metric: the statistic is linear in the document counts, Σ_d w_d x_d / n with
+    x_d the per-document value (a's seed mean minus b's), so drawing how often each distinct x
+    is drawn from a multinomial is the same distribution as resampling documents, at
+    resamples × distinct values (3 for a 0/1 difference) instead of resamples × n."""
+    per_doc = a.numerator.mean(axis=0) - (b.numerator.mean(axis=0) if b is not None else 0.0)
+    values, frequency = np.unique(per_doc, return_counts=True)
+    draws = rng.multinomial(a.n, frequency / a.n, size=resamples)  # (resamples, distinct)
+    return draws @ values / a.n
 
 
 def _mean_over_seeds(scores: np.ndarray, seed_counts: np.ndarray | None) -> np.ndarray:
