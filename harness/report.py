@@ -5,7 +5,7 @@ the live config, and writes into the folder, each file atomically:
 
     report.md  report.html     the report; the HTML is self-contained (plots as base64 PNG)
     runs.csv                   one row per run (raw numbers) plus the unigram baseline
-    scores.csv                 task × shots × variant: mean, 95% CI, best, p against the best
+    scores.csv                 task × shots × variant: mean, 95% interval, bold / ★ / †, Holm p against the best
     *.png                      training curves, score against FLOPs, score against shots, tokens/s
     index.parquet              the store's index, rebuilt
 """
@@ -28,15 +28,14 @@ import numpy as np
 import pandas as pd
 
 from arches.errors import UserError
-from harness import provenance, store
+from harness import provenance, report_marks, store
+from harness.report_marks import CHANCE_FLAG, cell_text, marks_text
 
 ALPHA = 0.05
 CONFIDENCE = 0.95
 RESAMPLES = 10_000
 BOOTSTRAP_SEED = 0
 MIN_SEEDS_ALONE = 5  # fewest seeds whose scores alone (no per-example outcomes) are bootstrapped
-Z95 = 1.959963984540054  # two-sided 95% normal quantile, for lm-eval's stderr
-BEST_MARK, WORSE_MARK = "★", "†"
 MISSING = "—"
 
 MULTIPLE_CHOICE_METRICS = ("acc_norm", "acc")  # acc_norm preferred: length-normalised (lm-eval)
@@ -120,14 +119,6 @@ def _decimals(text: str) -> int:
     return len(text.split(".")[1]) if "." in text else 0
 
 
-def with_interval(mean: float, half_width: float) -> str:
-    """'0.612 ± 0.021': the mean to 3 significant digits, the half-width to the same decimals."""
-    text = sig3(mean)
-    if not _number(half_width):
-        return text
-    return f"{text} ± {half_width:.{_decimals(text)}f}"
-
-
 def p_text(p: float | None) -> str:
     if p is None:
         return "not tested"
@@ -139,17 +130,6 @@ def signed(value: float) -> str:
 
 
 # ---------------------------------------------------------------- statistics
-
-
-def t_interval(values: Any, confidence: float = CONFIDENCE) -> tuple[float, float]:
-    """(mean, half-width) of the t-distribution confidence interval of the mean (n >= 2)."""
-    from scipy import stats
-
-    values = np.asarray(values, dtype=float)
-    if values.size < 2:
-        raise ValueError("a t-interval needs at least two values")
-    sem = values.std(ddof=1) / math.sqrt(values.size)
-    return float(values.mean()), float(stats.t.ppf(0.5 + confidence / 2, values.size - 1) * sem)
 
 
 def _two_sided_p(boot: np.ndarray) -> float:
@@ -216,34 +196,6 @@ def seeds_examples_bootstrap(
     return observed / len(strata), _two_sided_p(boot / len(strata))
 
 
-def paired_ratio_bootstrap(
-    pairs_a: np.ndarray, pairs_b: np.ndarray, metric: str, resamples: int = RESAMPLES, seed: int = BOOTSTRAP_SEED
-) -> tuple[float, float]:
-    """(observed, p) for corpus-level likelihood metrics from per-document (loglik, weight) pairs.
-
-    lm-eval aggregates bits_per_byte and the perplexities over the whole corpus
-    (Σ loglik / Σ bytes or words), so each resample of documents recomputes both
-    corpus-level values and their difference.
-    """
-    transform = _corpus_metric(metric)
-    n = len(pairs_a)
-    observed = transform(*pairs_a.sum(axis=0)) - transform(*pairs_b.sum(axis=0))
-    rng = np.random.default_rng(seed)
-    chunk = max(1, 2_000_000 // n)
-    boot = []
-    for start in range(0, resamples, chunk):
-        counts = rng.multinomial(n, np.full(n, 1 / n), size=min(chunk, resamples - start))  # (chunk, n)
-        sums_a, sums_b = counts @ pairs_a, counts @ pairs_b  # (chunk, 2)
-        boot.append(transform(sums_a[:, 0], sums_a[:, 1]) - transform(sums_b[:, 0], sums_b[:, 1]))
-    return float(observed), _two_sided_p(np.concatenate(boot))
-
-
-def _corpus_metric(metric: str):
-    if metric == "bits_per_byte":
-        return lambda loglik, weight: -loglik / weight / math.log(2)
-    return lambda loglik, weight: np.exp(-loglik / weight)
-
-
 # ---------------------------------------------------------------- scores
 
 
@@ -268,27 +220,15 @@ class Cell:
     values: dict = field(default_factory=dict)  # seed -> value
     stderr: dict = field(default_factory=dict)  # seed -> lm-eval stderr
     samples: dict = field(default_factory=dict)  # seed -> samples file (or None)
+    n: dict = field(default_factory=dict)  # seed -> examples scored (or None)
 
     @property
     def mean(self) -> float:
         return float(np.mean(list(self.values.values())))
 
-    def interval(self) -> tuple[float, str]:
-        """(half-width of the 95% CI, how it was computed)."""
-        if len(self.values) >= 2:
-            return t_interval(list(self.values.values()))[1], f"t-interval over {len(self.values)} seeds"
-        stderr = next(iter(self.stderr.values()), math.nan)
-        return (Z95 * stderr, "1.96·stderr") if _number(stderr) else (math.nan, "none")
-
 
 class Comparer:
-    """Significance of a difference between two variants, with per-example outcomes cached.
-
-    One seed each: a paired bootstrap over examples (doc_ids matched). Several shared seeds
-    with per-example outcomes: a paired bootstrap over seeds and examples together. Several
-    seeds without outcomes: a paired bootstrap over the seeds' scores, only from
-    MIN_SEEDS_ALONE seeds up (see `seed_bootstrap`).
-    """
+    """Per-example outcomes (lm-eval samples files), loaded once per file and metric, and aligned by doc_id."""
 
     def __init__(self) -> None:
         self._samples: dict[tuple[str, str], dict] = {}
@@ -300,15 +240,6 @@ class Comparer:
         if key not in self._samples:
             self._samples[key] = store.load_samples(path, metric)
         return self._samples[key] or None
-
-    def seed_pairs(self, a: Cell, b: Cell) -> list[tuple[Any, Any]]:
-        """The (seed of a, seed of b) pairs to compare: shared seeds, or the only seed of each."""
-        common = [(seed, seed) for seed in a.values if seed in b.values]
-        if common:
-            return common
-        if len(a.values) == 1 and len(b.values) == 1:
-            return [(next(iter(a.values)), next(iter(b.values)))]
-        return []
 
     def aligned(self, a: Cell, b: Cell, metric: str, seed_pairs: list) -> list[tuple[list, list]] | None:
         """Per seed pair, the per-example values of a and b on the doc_ids that all of them share."""
@@ -333,26 +264,17 @@ class Comparer:
             return None
         return np.array([np.asarray(va, float) - np.asarray(vb, float) for va, vb in aligned])
 
-    def compare(self, a: Cell, b: Cell, metric: str) -> tuple[float | None, str | None]:
-        """(p, test) for the difference a - b; (None, None) when it cannot be tested."""
-        pairs = self.seed_pairs(a, b)
-        if len(pairs) >= 2:
-            matrix = self.difference_matrix(a, b, metric, pairs)
-            if matrix is not None:
-                p = seeds_examples_bootstrap([matrix])[1]
-                return p, f"seeds × examples (k={len(pairs)}, n={matrix.shape[1]})"
-            return seed_bootstrap([a.values[s] - b.values[s] for s, _ in pairs])
-        aligned = self.aligned(a, b, metric, pairs)
-        if aligned is None:
-            return None, None
-        values_a, values_b = aligned[0]
-        if all(_pair(v) for v in values_a + values_b):
-            p = paired_ratio_bootstrap(np.asarray(values_a, float), np.asarray(values_b, float), metric)[1]
-        elif all(_scalar(v) for v in values_a + values_b):
-            p = paired_bootstrap(np.asarray(values_a, float) - np.asarray(values_b, float))[1]
-        else:
-            return None, None
-        return p, f"examples (n={len(values_a)})"
+    def outcomes(self, cells: list[Cell], metric: str) -> dict | None:
+        """{variant: {seed: {doc_id: value}}} (harness.statistics' Outcomes), or None unless every
+        seed of every cell has its samples file."""
+        out: dict = {}
+        for cell in cells:
+            for seed in cell.values:
+                loaded = self.samples(cell.samples.get(seed), metric)
+                if loaded is None:
+                    return None
+                out.setdefault(cell.variant, {})[0 if seed is None else int(seed)] = loaded
+        return out
 
 
 def seed_bootstrap(differences: list[float]) -> tuple[float | None, str | None]:
@@ -369,10 +291,6 @@ def seed_bootstrap(differences: list[float]) -> tuple[float | None, str | None]:
 
 def _scalar(value: Any) -> bool:
     return _number(value) or isinstance(value, bool)
-
-
-def _pair(value: Any) -> bool:
-    return isinstance(value, (list, tuple)) and len(value) == 2 and all(_number(v) for v in value)
 
 
 def _is_pll(metric: str, family: str | None) -> bool:
@@ -392,51 +310,54 @@ def score_cells(long: pd.DataFrame) -> dict[tuple[str, int], tuple[str, dict[str
                 cell.values[row.seed] = row.value
                 cell.stderr[row.seed] = row.stderr
                 cell.samples[row.seed] = row.samples_file
+                cell.n[row.seed] = getattr(row, "n", None)
             cells[(task, int(shots))] = (metric, dict(sorted(by_variant.items())))
     return cells
 
 
 def score_table(long: pd.DataFrame, comparer: Comparer | None = None) -> pd.DataFrame:
-    """task × shots × variant: mean, 95% CI, chance, the best per row and p against the best.
+    """task × shots × variant: mean, 95% interval, chance, and the row's marks (harness.report_marks).
 
-    The best is the highest mean (lowest for likelihood metrics; ties are all best); pseudo-log-likelihood
-    figures (encoder) are shown but not ranked against true likelihoods.
+    Pseudo-log-likelihood figures (encoder) are shown but not ranked against true likelihoods.
     """
     comparer = comparer or Comparer()
     chance = long.groupby("task")["chance"].first().to_dict() if len(long) else {}
     rows = []
     for (task, shots), (metric, cells) in score_cells(long).items():
-        higher = higher_is_better(metric)
-        ranked = [c for c in cells.values() if not _is_pll(metric, c.family)]
-        top = max((c.mean if higher else -c.mean) for c in ranked) if ranked else None
-        tied = [c for c in ranked if abs((c.mean if higher else -c.mean) - top) <= 1e-12]  # all marked best
-        for cell in cells.values():
-            half_width, interval = cell.interval()
-            is_best = any(cell is c for c in tied)
-            p, test = (None, None)
-            if tied and not is_best and not _is_pll(metric, cell.family):
-                p, test = comparer.compare(tied[0], cell, metric)
-            rows.append({
-                "task": task,
-                "shots": shots,
-                "metric": metric,
-                "higher_is_better": higher,
-                "chance": chance.get(task),
-                "variant": cell.variant,
-                "n_seeds": len(cell.values),
-                "mean": cell.mean,
-                "ci95": half_width,
-                "interval": interval,
-                "pll": _is_pll(metric, cell.family),
-                "best": is_best,
-                "p_vs_best": p,
-                "significant": p is not None and p < ALPHA,
-                "test": test,
-            })
-    return pd.DataFrame(rows, columns=[
-        "task", "shots", "metric", "higher_is_better", "chance", "variant", "n_seeds", "mean", "ci95", "interval",
-        "pll", "best", "p_vs_best", "significant", "test",
-    ])
+        rows += marked_rows(task, shots, metric, cells, chance.get(task), comparer)
+    return pd.DataFrame(rows, columns=SCORE_COLUMNS)
+
+
+SCORE_COLUMNS = ["task", "shots", "metric", "higher_is_better", "chance", "variant", "n_seeds", "mean", "low", "high",
+                 "ci95", "interval", "pll", "bold", "best", "p_vs_best", "significant", "test", "at_chance"]
+
+
+def marked_rows(task: str, shots: int, metric: str, cells: dict[str, Cell], chance: Any, comparer: Comparer,
+                outcomes: dict | None = None) -> list[dict]:
+    """score_table's rows of one (task, shots): each variant's interval and marks. `outcomes`
+    replaces the cells' samples files (a group's mean pools its tasks')."""
+    higher = higher_is_better(metric)
+    ranked = [v for v, c in cells.items() if not _is_pll(metric, c.family)]
+    if outcomes is None:
+        outcomes = comparer.outcomes(list(cells.values()), metric)
+    n = {v: next((k for k in c.n.values() if isinstance(k, (int, np.integer))), None) for v, c in cells.items()}
+    stats = report_marks.row_stats({v: c.values for v, c in cells.items()}, outcomes, metric, higher, ranked,
+                                   chance if _number(chance) else None, {v: int(k) if k is not None else None
+                                                                         for v, k in n.items()})
+    rows = []
+    for variant, cell in cells.items():
+        low, high = stats.low[variant], stats.high[variant]
+        p = stats.p_vs_best.get(variant)
+        rows.append({
+            "task": task, "shots": shots, "metric": metric, "higher_is_better": higher, "chance": chance,
+            "variant": variant, "n_seeds": len(cell.values), "mean": cell.mean, "low": low, "high": high,
+            "ci95": max(cell.mean - low, high - cell.mean) if _number(low) else math.nan,  # plots' error bars
+            "interval": stats.interval[variant], "pll": _is_pll(metric, cell.family),
+            "bold": variant in stats.bold, "best": variant == stats.star, "p_vs_best": p,
+            "significant": variant in stats.dagger, "test": stats.test if p is not None else None,
+            "at_chance": stats.at_chance,
+        })
+    return rows
 
 
 def score_display(table: pd.DataFrame, variants: list[str]) -> pd.DataFrame:
@@ -444,11 +365,12 @@ def score_display(table: pd.DataFrame, variants: list[str]) -> pd.DataFrame:
     rows = []
     for (task, shots), group in table.groupby(["task", "shots"], sort=True):
         first = group.iloc[0]
+        chance = sig3(first["chance"]) if _number(first["chance"]) else MISSING
         row = {
             "task": task,
             "shots": int(shots),
             "metric": f"{first['metric']} {'↑' if first['higher_is_better'] else '↓'}",
-            "chance": sig3(first["chance"]) if _number(first["chance"]) else MISSING,
+            "chance": f"{chance} ({CHANCE_FLAG})" if first["at_chance"] in (True,) else chance,  # None: untested
         }
         for variant in variants:
             match = group[group["variant"] == variant]
@@ -456,14 +378,8 @@ def score_display(table: pd.DataFrame, variants: list[str]) -> pd.DataFrame:
                 row[variant] = MISSING
                 continue
             cell = match.iloc[0]
-            text = with_interval(cell["mean"], cell["ci95"])
-            if cell["pll"]:
-                text += " (PLL)"
-            elif cell["best"]:
-                text += f" {BEST_MARK}"
-            elif cell["significant"]:
-                text += f" {WORSE_MARK}"
-            row[variant] = text
+            text = cell_text(cell["mean"], cell["low"], cell["high"], bool(cell["bold"]), sig3)
+            row[variant] = text + (" (PLL)" if cell["pll"] else marks_text(bool(cell["best"]), bool(cell["significant"])))
         rows.append(row)
     return pd.DataFrame(rows, columns=["task", "shots", "metric", "chance", *variants])
 
@@ -946,7 +862,9 @@ def render_html(blocks: list[tuple[str, Any]], title: str) -> str:
         elif kind == "ul":
             parts.append("<ul>" + "".join(f"<li>{_inline_html(item)}</li>" for item in content) + "</ul>")
         elif kind == "table":
-            parts.append('<div class="scroll">' + content.to_html(index=False, border=0, escape=True) + "</div>")
+            table_html = content.to_html(index=False, border=0, escape=True)
+            table_html = re.sub(r"\*\*(.+?)\*\*", r"<b>\1</b>", table_html)  # a cell's bold best estimate
+            parts.append('<div class="scroll">' + table_html + "</div>")
         elif kind == "img":
             alt, _, png = content
             data = base64.b64encode(png).decode("ascii")
@@ -958,27 +876,12 @@ def render_html(blocks: list[tuple[str, Any]], title: str) -> str:
 # ---------------------------------------------------------------- the report
 
 
-def _tests_used(table: pd.DataFrame) -> str:
-    tests = [str(t) for t in table["test"].dropna()]
-    described = []
-    if any(t.startswith("examples") for t in tests):
-        described.append("a paired bootstrap over examples (doc_ids matched across the two variants) where a "
-                         "variant has one seed")
-    if any(t.startswith("seeds ×") for t in tests):
-        described.append("a paired bootstrap over seeds and examples together where both variants have several "
-                         "seeds (Multi-Bootstrap, Sellam et al. 2022: seeds paired by seed, doc_ids matched)")
-    if any(t.startswith("seeds (") for t in tests):
-        described.append(f"a paired bootstrap over seeds (paired by seed) where {MIN_SEEDS_ALONE} or more seeds "
-                         "have no per-example outcomes")
-    untested = int(((~table["best"]) & (~table["pll"]) & table["p_vs_best"].isna()).sum())
-    if described:
-        text = " and ".join(described) + f", {RESAMPLES:,} resamples with seed {BOOTSTRAP_SEED}, two-sided, α = {ALPHA}"
-    else:
-        text = "none (every ranked variant ties the best, or could not be tested)"
-    if untested:
-        text += (f"; {untested} cell(s) had no per-example outcomes (nor {MIN_SEEDS_ALONE} shared seeds) and were "
-                 "not tested")
-    return text
+def scores_legend(table: pd.DataFrame) -> str:
+    """The mark rule, the correction and the interval types of a score table (harness.report_marks)."""
+    ranked = table[~table["pll"]]
+    untested = ranked.groupby(["task", "shots"])["test"].apply(lambda t: t.isna().all() and len(t) >= 2).any()
+    tests = {t for text in table["test"].dropna() for t in str(text).split("; ")}
+    return report_marks.legend(set(table["interval"]), tests, bool((table["n_seeds"] <= 1).all()), bool(untested))
 
 
 def write_report(folder: Path | str) -> Path:
@@ -1029,11 +932,8 @@ def write_report(folder: Path | str) -> Path:
         blocks.append(("table", provenance.n_column(display, table)))
         blocks.append(("p", (
             "Primary metric per task: acc_norm where the task has it, else acc (multiple choice, higher is "
-            "better ↑); bits_per_byte for perplexity tasks (lower is better ↓). Each cell is the mean ± a 95% "
-            "confidence interval: a t-interval over the seed means where a variant has several seeds, otherwise "
-            "lm-eval's standard error as ± 1.96·stderr; n: the examples scored, of those the task holds. "
-            f"{BEST_MARK} best variant in the row; {WORSE_MARK} different from the best at α = {ALPHA}; unmarked: "
-            f"not significantly different from the best. Significance test: {_tests_used(table)}."
+            "better ↑); bits_per_byte for perplexity tasks (lower is better ↓); n: the examples scored, of those "
+            "the task holds. " + scores_legend(table)
         )))
     from harness.report_groups import group_blocks  # it builds on this module's statistics
 

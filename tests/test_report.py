@@ -15,7 +15,7 @@ import pytest
 from fixtures.run_folders import make_run, outcomes, write_baseline
 
 from arches.errors import UserError
-from harness import report, store
+from harness import report, report_marks, store
 
 T_975_DF2 = 4.302652729911275  # Student's t, 97.5% quantile, 2 degrees of freedom (from tables)
 
@@ -37,18 +37,12 @@ def test_human_formatting():
     assert report.sig3(0.5) == "0.500"
     assert report.sig3(3.2145) == "3.21"
     assert report.duration(125) == "2.08 min"
-    assert report.with_interval(0.61234, 0.02111) == "0.612 ± 0.021"
-    assert report.with_interval(1.5, math.nan) == "1.50"
+    assert report_marks.cell_text(0.61234, 0.5912, 0.6311, False, report.sig3) == "0.612 [0.591, 0.631]"
+    assert report_marks.cell_text(0.0, 0.0, 0.037, True, report.sig3) == "**0.00** [0.00, 0.04]"  # never ± 0.00
+    assert report_marks.cell_text(1.5, math.nan, math.nan, False, report.sig3) == "1.50"
 
 
 # ---------------------------------------------------------------- statistics
-
-
-def test_t_interval_by_hand():
-    mean, half_width = report.t_interval([0.50, 0.55, 0.60])
-    # sd = 0.05, sem = 0.05 / sqrt(3), half-width = t(0.975, df=2) * sem
-    assert mean == pytest.approx(0.55)
-    assert half_width == pytest.approx(T_975_DF2 * 0.05 / math.sqrt(3), rel=1e-9)
 
 
 def test_bootstrap_matches_exact_enumeration():
@@ -193,38 +187,41 @@ def test_ci_over_seeds_is_a_t_interval_by_hand(tmp_path):
 
     gpt = _rows(table, variant="gpt").iloc[0]
     assert gpt["mean"] == pytest.approx(0.55)
-    assert gpt["ci95"] == pytest.approx(T_975_DF2 * 0.05 / math.sqrt(3), rel=1e-9)
-    assert gpt["interval"] == "t-interval over 3 seeds"
+    # sd = 0.05, sem = 0.05 / sqrt(3), half-width = t(0.975, df=2) * sem = 0.124
+    assert gpt["high"] - gpt["mean"] == pytest.approx(T_975_DF2 * 0.05 / math.sqrt(3), rel=1e-9)
+    assert gpt["interval"] == report_marks.SEEDS_T
     shown = report.score_display(table, ["gpt", "opt"]).iloc[0]
-    assert shown["gpt"] == "0.550 ± 0.124 ★"
+    assert shown["gpt"] == "**0.550** [0.426, 0.674]"  # bold: the highest estimate; no ★ without a test
     assert shown["chance"] == "0.500"
     opt = _rows(table, variant="opt").iloc[0]
-    # every seed favours gpt by 0.1, but three seeds' scores alone cannot carry a test
+    # every seed favours gpt by 0.1, but three seeds' scores alone, without outcomes, carry no test
     assert opt["test"] is None and not opt["significant"]
-    assert shown["opt"] == "0.450 ± 0.124"
+    assert shown["opt"] == "0.450 [0.326, 0.574]"
 
 
-def test_five_seeds_alone_are_bootstrapped_over_seeds(tmp_path):
+def test_seeds_scores_alone_carry_no_marks(tmp_path):
     for seed in range(5):
         make_run(tmp_path, f"gpt-s{seed}", variant="gpt", seed=seed, scores={("piqa", 0): {"acc": 0.6 + 0.01 * seed}})
         make_run(tmp_path, f"opt-s{seed}", variant="opt", seed=seed, scores={("piqa", 0): {"acc": 0.5 + 0.01 * seed}})
 
-    opt = _rows(report.score_table(store.scores(tmp_path)), variant="opt").iloc[0]
+    table = report.score_table(store.scores(tmp_path)).set_index("variant")
 
-    assert opt["test"] == "seeds (n=5)" and opt["p_vs_best"] == 0.0 and opt["significant"]
+    assert table.loc["gpt", "bold"] and not table.loc["gpt", "best"]
+    assert table.loc["opt", "test"] is None and not table.loc["opt", "significant"]
 
 
-def test_seeds_with_outcomes_are_bootstrapped_over_seeds_and_examples(tmp_path):
+def test_seeds_with_outcomes_use_the_seeds_by_examples_test(tmp_path):
     for seed in range(3):
         for name, right in (("gpt", 160), ("opt", 80)):
             values = outcomes(200, right - seed, offset=seed)
             make_run(tmp_path, f"{name}-s{seed}", variant=name, seed=seed,
                      scores={("piqa", 0): {"acc": float(np.mean(values))}}, samples={("piqa", 0): {"acc": values}})
 
-    opt = _rows(report.score_table(store.scores(tmp_path)), variant="opt").iloc[0]
+    table = report.score_table(store.scores(tmp_path)).set_index("variant")
 
-    assert opt["test"] == "seeds × examples (k=3, n=200)"
-    assert opt["significant"] and opt["p_vs_best"] < 0.001
+    assert table.loc["opt", "test"].startswith("seeds × examples t-test")
+    assert table.loc["opt", "significant"] and table.loc["opt", "p_vs_best"] < 0.01  # t on 2 df: not tiny
+    assert table.loc["gpt", "best"] and table.loc["gpt", "interval"] == report_marks.SEEDS_T
 
 
 def test_seeds_and_examples_bootstrap_keeps_the_seed_variance():
@@ -238,14 +235,16 @@ def test_seeds_and_examples_bootstrap_keeps_the_seed_variance():
     assert report.seeds_examples_bootstrap([np.array([[1.0, 1.0, 1.0, -1.0]])])[1] == pytest.approx(134 / 256, abs=0.03)
 
 
-def test_one_seed_uses_lm_eval_stderr(tmp_path):
-    make_run(tmp_path, "gpt-s0", variant="gpt", scores={("piqa", 0): {"acc": 0.612, "acc_stderr": 0.0105}})
+def test_one_seed_accuracy_gets_a_wilson_interval(tmp_path):
+    make_run(tmp_path, "gpt-s0", variant="gpt", scores={("piqa", 0): {"acc": 0.0, "acc_stderr": 0.0}},
+             samples={("piqa", 0): {"acc": [0] * 100}})
 
     table = report.score_table(store.scores(tmp_path))
 
-    assert table.iloc[0]["ci95"] == pytest.approx(1.96 * 0.0105, rel=1e-3)
-    assert table.iloc[0]["interval"] == "1.96·stderr"
-    assert report.score_display(table, ["gpt"]).iloc[0]["gpt"] == "0.612 ± 0.021 ★"
+    # Wilson at 0 of 100: [0, z²/(n + z²)] = [0, 3.8415/103.8415] = [0, 0.0370]; Wald gave 0.00 ± 0.00
+    assert (table.iloc[0]["low"], table.iloc[0]["high"]) == pytest.approx((0.0, 0.036993498), abs=1e-8)
+    assert table.iloc[0]["interval"] == report_marks.WILSON
+    assert report.score_display(table, ["gpt"]).iloc[0]["gpt"] == "**0.00** [0.00, 0.04]"
 
 
 def _two_variants(folder: Path, a: list[int], b: list[int], task: str = "hyperbaton") -> pd.DataFrame:
@@ -257,11 +256,12 @@ def _two_variants(folder: Path, a: list[int], b: list[int], task: str = "hyperba
     return report.score_table(store.scores(folder))
 
 
-def test_tied_variants_are_all_marked_best(tmp_path):
+def test_tied_variants_are_all_bold_and_none_starred(tmp_path):
     table = _two_variants(tmp_path, [0] * 6, [0] * 6)
 
     shown = report.score_display(table, ["gpt", "opt"]).iloc[0]
-    assert (shown["gpt"], shown["opt"]) == ("0.00 ★", "0.00 ★")
+    # Wilson at 0 of 6: [0, 3.8415/9.8415] = [0, 0.390]
+    assert (shown["gpt"], shown["opt"]) == ("**0.00** [0.00, 0.39]", "**0.00** [0.00, 0.39]")
 
 
 def test_large_difference_is_marked_significant(tmp_path):
@@ -272,8 +272,8 @@ def test_large_difference_is_marked_significant(tmp_path):
     opt = _rows(table, variant="opt").iloc[0]
     assert opt["metric"] == "acc_norm"  # preferred over acc
     assert opt["significant"] and opt["p_vs_best"] < 0.001
-    assert opt["test"] == "examples (n=200)"
-    assert report.score_display(table, ["gpt", "opt"]).iloc[0]["opt"].endswith(report.WORSE_MARK)
+    assert opt["test"].startswith("paired bootstrap over 200 examples")
+    assert report.score_display(table, ["gpt", "opt"]).iloc[0]["opt"].endswith(report_marks.WORSE_MARK)
 
 
 def test_a_few_flips_are_not_significant(tmp_path):
@@ -287,17 +287,8 @@ def test_a_few_flips_are_not_significant(tmp_path):
     opt = _rows(table, variant="opt").iloc[0]
     assert not opt["significant"] and opt["p_vs_best"] > 0.2
     shown = report.score_display(table, ["gpt", "opt"]).iloc[0]
-    assert (shown["gpt"], shown["opt"]) == ("0.510 ★", "0.500")  # no stderr recorded, no mark
-
-
-def test_seeds_that_disagree_are_not_significant(tmp_path):
-    for seed, (a, b) in enumerate([(0.60, 0.52), (0.50, 0.58), (0.55, 0.54), (0.57, 0.50), (0.49, 0.53)]):
-        make_run(tmp_path, f"gpt-s{seed}", variant="gpt", seed=seed, scores={("piqa", 0): {"acc": a}})
-        make_run(tmp_path, f"opt-s{seed}", variant="opt", seed=seed, scores={("piqa", 0): {"acc": b}})
-
-    opt = _rows(report.score_table(store.scores(tmp_path)), variant="opt").iloc[0]
-
-    assert opt["test"] == "seeds (n=5)" and not opt["significant"] and opt["p_vs_best"] > 0.2
+    # Wilson 102/200 = [0.441, 0.578], 100/200 = [0.431, 0.569]; bold but no ★: not significant
+    assert (shown["gpt"], shown["opt"]) == ("**0.510** [0.441, 0.578]", "0.500 [0.431, 0.569]")
 
 
 def test_bits_per_byte_lower_is_better_and_pll_is_not_ranked(tmp_path):
@@ -312,22 +303,80 @@ def test_bits_per_byte_lower_is_better_and_pll_is_not_ranked(tmp_path):
     table = report.score_table(store.scores(tmp_path)).set_index("variant")
 
     assert table.loc["gpt", "best"] and not table.loc["gpt", "higher_is_better"]
-    assert table.loc["opt", "significant"] and table.loc["opt", "test"] == "examples (n=50)"
-    assert not table.loc["bert", "best"] and table.loc["bert", "pll"]
+    assert table.loc["opt", "significant"] and table.loc["opt", "test"].startswith("paired bootstrap over 50 documents")
+    assert not table.loc["bert", "best"] and not table.loc["bert", "bold"] and table.loc["bert", "pll"]
+    # a document bootstrap of Σ loglik / Σ bytes: the documents' bits/byte are 1.50..1.54 (mean 1.52)
+    gpt = table.loc["gpt"]
+    assert gpt["interval"] == report_marks.DOC_BOOT
+    assert 1.50 < gpt["low"] < 1.52 < gpt["high"] < 1.54
     shown = report.score_display(table.reset_index(), ["bert", "gpt", "opt"]).iloc[0]
     assert shown["metric"] == "bits_per_byte ↓"
-    assert shown["bert"] == "0.920 (PLL)" and shown["gpt"] == "1.52 ★" and shown["opt"] == "1.82 †"
+    assert re.fullmatch(r"0\.920 \[0\.9\d\d, 0\.9\d\d\] \(PLL\)", shown["bert"])
+    assert re.fullmatch(r"\*\*1\.52\*\* \[1\.5\d, 1\.5\d\] ★", shown["gpt"]) and shown["opt"].endswith(" †")
 
 
-def test_report_states_the_test_and_alpha(tmp_path):
+def test_report_states_the_rule_the_correction_and_the_intervals(tmp_path):
     _two_variants(tmp_path, outcomes(200, 160), outcomes(200, 80, offset=100))
 
     markdown = report.write_report(tmp_path).read_text()
 
-    assert "paired bootstrap over examples" in markdown
-    assert "10,000 resamples with seed 0, two-sided, α = 0.05" in markdown
-    assert "± 1.96·stderr" in markdown
-    assert "| hyperbaton | 0 | acc_norm ↑ | 0.500 | 200 | 0.800 ★ | 0.400 † |" in markdown  # n: 200 examples
+    assert "Holm's correction over all pairs of the row (family-wise α = 0.05)" in markdown
+    assert "Wilson 95% interval of k correct of n (one seed)" in markdown
+    assert "test-set uncertainty only; training-seed variance not measured" in markdown
+    # n: 200 examples; Wilson 160/200 = [0.7391, 0.8495] and 80/200 = [0.3346, 0.4692], to the estimate's 3 decimals
+    assert ("| hyperbaton | 0 | acc_norm ↑ | 0.500 | 200 | **0.800** [0.739, 0.850] ★ | 0.400 [0.335, 0.469] † |"
+            in markdown)
+    assert "<b>0.800</b> [0.739, 0.850] ★" in (tmp_path / "report.html").read_text()  # bold in HTML too
+
+
+def _three_variants(folder: Path, extra: int) -> pd.DataFrame:
+    """gpt right on `extra` more of 200 examples than opt and t5, which agree on every one."""
+    same = outcomes(200, 100)
+    better = [1 if 100 <= i < 100 + extra else v for i, v in enumerate(same)]
+    for name, values in (("gpt", better), ("opt", same), ("t5", same)):
+        make_run(folder, f"{name}-s0", variant=name, scores={("piqa", 0): {"acc": float(np.mean(values)), "chance": 0.5}},
+                 samples={("piqa", 0): {"acc": values}})
+    return report.score_table(store.scores(folder)).set_index("variant")
+
+
+def test_holm_removes_marks_the_uncorrected_test_would_give(tmp_path):
+    from harness.statistics import compare
+
+    table = _three_variants(tmp_path, extra=4)
+    same = dict(enumerate(outcomes(200, 100)))
+    better = {i: 1 if 100 <= i < 104 else v for i, v in same.items()}
+    raw = compare({0: better}, {0: same}, "accuracy").p
+    # uncorrected, gpt would be ★ with opt and t5 † (p ≈ 0.033 each); Holm over the 3 pairs triples them
+    assert raw < 0.05 < 3 * raw
+    assert table.loc["opt", "p_vs_best"] == pytest.approx(3 * raw)
+    assert table.loc["gpt", "bold"] and not table["best"].any() and not table["significant"].any()
+
+
+def test_a_clear_winner_gets_the_star(tmp_path):
+    table = _three_variants(tmp_path, extra=30)  # 130 of 200: above chance 0.5 too
+
+    assert table.loc["gpt", "best"] and table.loc["opt", "significant"] and table.loc["t5", "significant"]
+    assert table.loc["opt", "p_vs_best"] < 0.01
+
+
+def test_a_row_where_no_variant_beats_chance_is_flagged_and_unstarred(tmp_path):
+    # chance 0.5: gpt 0.45 is far better than opt 0.10 but not better than chance (the README's corpus_next 0.240 ★)
+    table = _two_variants(tmp_path, outcomes(200, 90), outcomes(200, 20))
+    assert table.set_index("variant").loc["opt", "significant"]
+
+    shown = report.score_display(table, ["gpt", "opt"]).iloc[0]
+    assert shown["chance"] == "0.500 (≈ chance)"
+    assert shown["gpt"] == "**0.450** [0.383, 0.519]" and shown["opt"].endswith(" †")
+
+
+def test_a_row_above_chance_but_not_significantly_is_flagged(tmp_path):
+    # 104 and 100 of 200 against chance 0.5: one-sided binomial p ≈ 0.31 before Holm
+    table = _two_variants(tmp_path, outcomes(200, 104), outcomes(200, 100))
+
+    assert table["at_chance"].iloc[0]
+    assert report.score_display(table, ["gpt", "opt"]).iloc[0]["chance"] == "0.500 (≈ chance)"
+    above = _two_variants(tmp_path / "above", outcomes(200, 160), outcomes(200, 80, offset=100))
+    assert not above["at_chance"].iloc[0]
 
 
 # ---------------------------------------------------------------- bad inputs
