@@ -880,7 +880,8 @@ def scores_legend(table: pd.DataFrame) -> str:
     """The mark rule, the correction and the interval types of a score table (harness.report_marks)."""
     ranked = table[~table["pll"]]
     untested = ranked.groupby(["task", "shots"])["test"].apply(lambda t: t.isna().all() and len(t) >= 2).any()
-    tests = {t for text in table["test"].dropna() for t in str(text).split("; ")}
+    # a cell's tests are joined by "; ", which the one-seed caveat itself contains: keep it whole
+    tests = {t for text in table["test"].dropna() for t in re.split(r"; (?!training-seed)", str(text))}
     return report_marks.legend(set(table["interval"]), tests, bool((table["n_seeds"] <= 1).all()), bool(untested))
 
 

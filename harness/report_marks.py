@@ -155,6 +155,8 @@ def legend(methods: set, tests: set, one_seed: bool, any_untested: bool) -> str:
     """The table's legend: its interval types, the mark rule with its family-wise correction, and
     what a one-seed table leaves out."""
     used = [_METHOD_WORDS[m] for m in (WILSON, DOC_BOOT, EXAMPLE_BOOT, SEEDS_T) if m in methods]
+    if one_seed:  # the caveat each one-seed test label carries is said once, at the end
+        tests = {test.removesuffix(f": {ONE_SEED_NOTE}") for test in tests}
     text = ("Each cell is the score [its 95% interval's bounds], intervals need not be symmetric: "
             + ("; ".join(used) if used else "no interval could be computed") + ". "
             + "**Bold**: the highest point estimate (lowest for ↓), significant or not. "

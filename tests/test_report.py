@@ -323,6 +323,8 @@ def test_report_states_the_rule_the_correction_and_the_intervals(tmp_path):
     assert "Holm's correction over all pairs of the row (family-wise α = 0.05)" in markdown
     assert "Wilson 95% interval of k correct of n (one seed)" in markdown
     assert "test-set uncertainty only; training-seed variance not measured" in markdown
+    legend = next(line for line in markdown.splitlines() if line.startswith("Primary metric"))
+    assert legend.count("test-set uncertainty only") == 1  # said once, not after every test's label
     # n: 200 examples; Wilson 160/200 = [0.7391, 0.8495] and 80/200 = [0.3346, 0.4692], to the estimate's 3 decimals
     assert ("| hyperbaton | 0 | acc_norm ↑ | 0.500 | 200 | **0.800** [0.739, 0.850] ★ | 0.400 [0.335, 0.469] † |"
             in markdown)
