@@ -150,13 +150,6 @@ def _is_oom(error: BaseException) -> bool:
     )
 
 
-def _positive(cfg: DictConfig, key: str, default: int) -> int:
-    value = cfg.train.get(key, default)
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise UserError(f"train.{key}={value} must be a positive integer, e.g. train.{key}={default}")
-    return value
-
-
 def compile_wanted(setting, gpu: bool) -> bool:
     """trainer.compile: `auto` compiles the model (torch.compile, inductor) on a GPU
     only, where it pays; on a CPU the first steps would spend longer compiling than
@@ -397,8 +390,9 @@ def train(cfg: DictConfig, callbacks: list | None = None) -> dict:
     check_train_settings(cfg)
     check_data_settings(cfg)
     resume = _resume_mode(cfg)
-    interval = _positive(cfg, "checkpoint_interval", 100)
-    keep = _positive(cfg, "keep_checkpoints", 2)
+    # checked by check_train_settings (arches.settings): positive integers
+    interval = int(cfg.train.get("checkpoint_interval", 100))
+    keep = int(cfg.train.get("keep_checkpoints", 2))
 
     from arches.data import prepare
     from arches.registry import family, model_config, plain
@@ -596,9 +590,7 @@ def _speed(cfg: DictConfig, model_cfg, model, gpu: bool):
     speed.check(model_cfg, training_on_cpu=not gpu)
     fused_adamw(cfg.train.get("fused_adamw", "auto"), torch.device("cuda" if gpu else "cpu"))  # validates
     compiled = compile_wanted(cfg.trainer.get("compile", "auto"), gpu)
-    tf32 = cfg.train.get("tf32", True)
-    if not isinstance(tf32, bool):
-        raise UserError(f"train.tf32={tf32!r} must be true or false")
+    tf32 = cfg.train.get("tf32", True)  # a strict boolean (check_train_settings)
     apply_speed(model, speed)
     if gpu and tf32:
         # float32 matmuls (those outside bf16 autocast) on TF32 tensor cores: the

@@ -52,29 +52,29 @@ def load_folder(folder: Path, task: str):
     )
 
 
-def load_corpus_task(arches_task: str, arches_task_data: str | None = None, **_metadata):
-    folder = arches_task_data or os.environ.get(ENV_VAR)
+def _data_folder(task: str, given: str | None, metadata_key: str, env_var: str, layout: str, how: str = "") -> Path:
+    """A built task's data folder, from lm-eval's metadata or the environment, or a clear error."""
+    folder = given or os.environ.get(env_var)
     if not folder:
         raise ValueError(
-            f"task {arches_task} is built from a corpus's held-out documents and needs its data folder: "
-            f"`arches eval run=<run folder>` builds and passes it; with lm-eval's own CLI pass "
-            f"--metadata '{{\"{METADATA_KEY}\": \"<cache entry>/tasks/<key>\"}}' or set {ENV_VAR}"
+            f"task {task} is built from a corpus's held-out documents and needs its data folder: {how}"
+            f"with lm-eval's own CLI pass --metadata '{{\"{metadata_key}\": \"<cache entry>/tasks/{layout}\"}}' "
+            f"or set {env_var}"
         )
-    return load_folder(Path(folder), arches_task)
+    return Path(folder)
+
+
+def load_corpus_task(arches_task: str, arches_task_data: str | None = None, **_metadata):
+    how = "`arches eval run=<run folder>` builds and passes it; "
+    return load_folder(_data_folder(arches_task, arches_task_data, METADATA_KEY, ENV_VAR, "<key>", how), arches_task)
 
 
 def load_pairs_task(arches_task: str, arches_pairs_data: str | None = None, **_metadata):
-    folder = arches_pairs_data or os.environ.get(PAIRS_ENV_VAR)
-    if not folder:
-        raise ValueError(
-            f"task {arches_task} is built from a corpus's held-out documents and needs its data folder: "
-            f"with lm-eval's own CLI pass --metadata "
-            f"'{{\"{PAIRS_METADATA_KEY}\": \"<cache entry>/tasks/pairs-<key>\"}}' or set {PAIRS_ENV_VAR}"
-        )
+    folder = _data_folder(arches_task, arches_pairs_data, PAIRS_METADATA_KEY, PAIRS_ENV_VAR, "pairs-<key>")
     kind = arches_task.removeprefix("pairs_")
-    if not (Path(folder) / kind).is_dir():
+    if not (folder / kind).is_dir():
         raise FileNotFoundError(f"task {arches_task}: {folder} has no {kind}/; add {kind} to eval.corpus.pair_kinds")
-    return load_folder(Path(folder) / kind, arches_task)
+    return load_folder(folder / kind, arches_task)
 
 
 def load_local_task(arches_task: str, **_metadata):
