@@ -6,7 +6,7 @@ per perturbation kind, harness/tasks/pairs.py), BLiMP's `blimp`. Its record
 the tasks are rows of the Scores table too, and here they sit beside the mean, with their
 ties (a tie scores half and is counted apart: harness/tasks/pairs_metrics.py) and chance.
 
-Intervals and marks follow the Scores table's rules (harness.report_marks). The mean's
+Intervals and marks follow the Scores table's rules (harness.report.marks). The mean's
 are computed on the examples of its tasks pooled ((task, doc_id) pairs), which is lm-eval's
 unweighted mean over the tasks only when they have equal n; otherwise the mean is shown
 without marks.
@@ -19,8 +19,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from harness import provenance, report_marks
-from harness import report as rep
+from harness import provenance
+from harness.report import marks
+from harness.report import scores as rep
+from harness.report.formatting import MISSING, sig3
 
 PAIRS_GROUP = "corpus_pairs"  # harness.tasks.pairs.GROUP (the report reads records only, never the tasks)
 TIE = "tie"
@@ -33,8 +35,8 @@ def _ties(leaves: pd.DataFrame, task: str, variant: str) -> float | None:
 
 
 def _cell_text(cell: pd.Series, ties: float | None) -> str:
-    text = report_marks.cell_text(cell["mean"], cell["low"], cell["high"], bool(cell["bold"]), rep.sig3)
-    text += report_marks.marks_text(bool(cell["best"]), bool(cell["significant"]))
+    text = marks.cell_text(cell["mean"], cell["low"], cell["high"], bool(cell["bold"]), sig3)
+    text += marks.marks_text(bool(cell["best"]), bool(cell["significant"]))
     return text + (f" (ties {ties:.1%})" if ties else "")
 
 
@@ -91,13 +93,13 @@ def group_table(group: str, shots: int, groups: pd.DataFrame, leaves: pd.DataFra
         here = table[table["task"] == task]
         row: dict[str, Any] = {"task": task if task != MEAN else f"{MEAN} ({group})", "shots": shots}
         task_chance = leaves[leaves["task"] == task]["chance"].dropna() if task != MEAN else chance
-        row["chance"] = rep.sig3(float(task_chance.iloc[0])) if len(task_chance) else rep.MISSING
+        row["chance"] = sig3(float(task_chance.iloc[0])) if len(task_chance) else MISSING
         if len(here) and here["at_chance"].iloc[0] in (True,):  # None: untested
-            row["chance"] += f" ({report_marks.CHANCE_FLAG})"
+            row["chance"] += f" ({marks.CHANCE_FLAG})"
         for variant in shown:
             match = here[here["variant"] == variant]
             if match.empty:
-                row[variant] = rep.MISSING
+                row[variant] = MISSING
                 continue
             cell = match.iloc[0]
             ties = _ties(leaves, task, variant) if task != MEAN else _mean_ties(rows, variant)

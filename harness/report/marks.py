@@ -21,8 +21,18 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from arches.errors import UserError
-from harness.statistics import (ALPHA, ONE_SEED_NOTE, Outcomes, align, beats_chance, compare_row, mark_row,
-                                metric_kind, seed_summary, wilson)
+from harness.statistics import (
+    ALPHA,
+    ONE_SEED_NOTE,
+    Outcomes,
+    align,
+    beats_chance,
+    compare_row,
+    mark_row,
+    metric_kind,
+    seed_summary,
+    wilson,
+)
 from harness.statistics.outcomes import METRIC_KINDS
 
 BEST_MARK, WORSE_MARK, CHANCE_FLAG = "★", "†", "≈ chance"
@@ -109,7 +119,9 @@ def _interval(variant: str, seeds: dict, outcomes: dict | None, kind, n: int | N
         if kind.proportion:
             result = wilson(int(round(table.numerator.sum())), table.n)
             return result.low, result.high, WILSON
-        from harness.statistics.intervals import cell_interval  # the percentile bootstrap of one seed
+        from harness.statistics.intervals import (
+            cell_interval,  # the percentile bootstrap of one seed
+        )
 
         result = cell_interval(outcomes[variant], kind, "bootstrap")
         return result.low, result.high, DOC_BOOT if kind.ratio else EXAMPLE_BOOT
@@ -161,7 +173,7 @@ def legend(methods: set, tests: set, one_seed: bool, any_untested: bool) -> str:
             + ("; ".join(used) if used else "no interval could be computed") + ". "
             + "**Bold**: the highest point estimate (lowest for ↓), significant or not. "
             + f"{BEST_MARK}: significantly better than every other variant of the row; {WORSE_MARK}: significantly "
-            + f"worse than the bold variant; both after Holm's correction over all pairs of the row (family-wise "
+            + "worse than the bold variant; both after Holm's correction over all pairs of the row (family-wise "
             + f"α = {ALPHA:g}). {CHANCE_FLAG}: no variant beats the task's chance level (one-sided tests, Holm over "
             + f"the row), and the row gets no {BEST_MARK}. Pairwise tests: "
             + ("; ".join(sorted(tests)) if tests else "none (no per-example outcomes, or nothing to compare)") + ".")

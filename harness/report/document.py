@@ -1,0 +1,132 @@
+"""`arches report`: build the report of a results folder and write its files atomically."""
+
+from __future__ import annotations
+
+from collections import Counter
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from arches.errors import UserError
+from harness import provenance, store
+from harness.report.formatting import MISSING
+from harness.report.groups import group_blocks
+from harness.report.plots import (
+    colors_for,
+    plot_score_vs_flops,
+    plot_score_vs_shots,
+    plot_throughput,
+    plot_training_curves,
+)
+from harness.report.render import render_html, render_markdown
+from harness.report.runs import (
+    check_duplicates,
+    flops_matching,
+    knob_text,
+    runs_display,
+    runs_raw,
+    variant_order,
+    varying_knobs,
+)
+from harness.report.scores import (
+    Comparer,
+    score_display,
+    score_table,
+    scores_legend,
+)
+from harness.report.wang2022 import WANG2022, wang2022_findings
+
+USAGE = "usage: arches report <results folder>   (e.g. arches report results/families)"
+
+
+def write_report(folder: Path | str) -> Path:
+    """Build the report of a results folder from its run folders; return the path of report.md."""
+    folder = Path(folder)
+    runs = store.require_runs(folder)
+    check_duplicates(runs)
+    baseline = store.load_baseline(folder)
+    long = store.scores(folder, runs)
+    groups, long = long[long["subtasks"].notna()], long[long["subtasks"].isna()]  # a group's mean: its own section
+    comparer = Comparer()
+    table = provenance.with_n(score_table(long, comparer), long)  # n per score: scores.csv and the table
+    experiment = Counter(r["experiment"] for r in runs).most_common(1)[0][0]
+    variants = variant_order(runs, experiment)
+    runs = sorted(runs, key=lambda r: variants.index(r["variant"]))  # stable: seeds stay in order
+    colors = colors_for(variants)
+    status = Counter(r["status"] for r in runs)
+    tokenizer = store.check_one_tokenizer(runs)
+    _, shared_knobs = varying_knobs(runs)
+    when = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+
+    blocks: list[tuple[str, Any]] = [("h1", f"arches report: {experiment}")]
+    data = ", ".join(sorted({str(r.get("data")) for r in runs}))
+    sizes = ", ".join(sorted({str(r.get("size")) for r in runs}))
+    blocks.append(("p", (
+        f"Generated {when} by `arches report {folder}` from {len(runs)} run folder(s): "
+        + ", ".join(f"{n} {s}" for s, n in sorted(status.items()))
+        + f". Tokenizer `{str(tokenizer or MISSING)[:12]}`; data {data}; size {sizes}."
+    )))
+    blocks += provenance.header_blocks(runs)
+    blocks.append(("h2", "Runs"))
+    blocks.append(("table", runs_display(runs, baseline)))
+    matching = flops_matching(runs)
+    if matching:
+        blocks.append(("p", matching))
+    blocks.append(("p", (
+        "Validation loss is labelled with its objective: losses of different objectives (e.g. lm and mlm) are "
+        "not comparable. Held-out bits/byte come from the corpus_ppl evaluation; encoder figures are "
+        "pseudo-log-likelihoods (PLL, Salazar et al. 2020), not comparable to true likelihoods."
+        + (f" Knobs shared by every run: {', '.join(f'{k}={knob_text(v)}' for k, v in shared_knobs.items())}."
+           if shared_knobs else "")
+    )))
+    blocks.append(("h2", "Scores"))
+    if table.empty:
+        blocks.append(("p", "No evaluation scores are recorded in these runs yet."))
+    else:
+        display = score_display(table, [v for v in variants if v in set(table["variant"])])
+        blocks.append(("table", provenance.n_column(display, table)))
+        blocks.append(("p", (
+            "Primary metric per task: acc_norm where the task has it, else acc (multiple choice, higher is "
+            "better ↑); bits_per_byte for perplexity tasks (lower is better ↓); n: the examples scored, of those "
+            "the task holds. " + scores_legend(table)
+        )))
+
+    blocks += group_blocks(groups, long, [v for v in variants if v in set(groups["variant"])], comparer)
+    if experiment == WANG2022:
+        blocks += wang2022_findings(runs, long, comparer)
+
+    plots = [
+        ("Training curves: validation loss against tokens seen, one panel per objective", "training_curves.png",
+         plot_training_curves(runs, baseline, colors)),
+        ("Each task's score against training FLOPs", "score_vs_flops.png",
+         plot_score_vs_flops(runs, long, table, colors)),
+        ("Zero-shot against few-shot score per variant", "score_vs_shots.png", plot_score_vs_shots(table, colors)),
+        ("Training throughput (tokens/s) per variant", "throughput.png", plot_throughput(runs, colors)),
+    ]
+    blocks.append(("h2", "Plots"))
+    for title, name, png in plots:
+        if png is None:
+            (folder / name).unlink(missing_ok=True)  # a plot of an earlier report that no longer applies
+            continue
+        store.write_bytes_atomic(folder / name, png)
+        blocks += [("p", f"**{title}.**"), ("img", (title, name, png))]
+    if all(png is None for _, _, png in plots):
+        blocks.append(("p", "No plots yet: no run has a validation history, scores or a throughput."))
+
+    store.write_text_atomic(folder / "runs.csv", runs_raw(runs, baseline).to_csv(index=False))
+    store.write_text_atomic(folder / "scores.csv", table.to_csv(index=False))
+    store.write_index(folder)
+    store.write_text_atomic(folder / "report.html", render_html(blocks, f"arches report: {experiment}"))
+    return store.write_text_atomic(folder / "report.md", render_markdown(blocks))
+
+
+def report_command(argv: list[str]) -> None:
+    """`arches report <results folder>`: write the report and print its path as the last line."""
+    if argv in (["-h"], ["--help"]):
+        print(USAGE)
+        return
+    if len(argv) != 1 or argv[0].startswith("-"):
+        raise UserError(f"expected one results folder, got {' '.join(argv) or 'nothing'}; {USAGE}")
+    if "=" in argv[0] and not Path(argv[0]).exists():
+        raise UserError(f"arches report takes a results folder, not an override ({argv[0]}); {USAGE}")
+    print(write_report(argv[0]))

@@ -1,0 +1,203 @@
+"""The score tables: each (task, shots) row's primary metric, per-variant cells and their marks."""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from harness import store
+from harness.report import marks
+from harness.report.formatting import MISSING, _number, sig3
+from harness.report.marks import CHANCE_FLAG, cell_text, marks_text
+
+MULTIPLE_CHOICE_METRICS = ("acc_norm", "acc")  # acc_norm preferred: length-normalised (lm-eval)
+LIKELIHOOD_METRICS = ("bits_per_byte", "byte_perplexity", "word_perplexity", "perplexity")  # lower is better
+PLL_FAMILIES = ("encoder",)  # scored by pseudo-log-likelihood (Salazar et al. 2020), not a true likelihood
+
+
+def primary_metric(metrics: set[str]) -> str:
+    """acc_norm, else acc (multiple choice); bits_per_byte, else a perplexity; else the first."""
+    for metric in (*MULTIPLE_CHOICE_METRICS, *LIKELIHOOD_METRICS):
+        if metric in metrics:
+            return metric
+    return sorted(metrics)[0]
+
+
+def higher_is_better(metric: str) -> bool:
+    return metric not in LIKELIHOOD_METRICS
+
+
+@dataclass
+class Cell:
+    """One variant's primary score on one (task, shots): one value per seed."""
+
+    variant: str
+    family: str | None
+    values: dict = field(default_factory=dict)  # seed -> value
+    stderr: dict = field(default_factory=dict)  # seed -> lm-eval stderr
+    samples: dict = field(default_factory=dict)  # seed -> samples file (or None)
+    n: dict = field(default_factory=dict)  # seed -> examples scored (or None)
+
+    @property
+    def mean(self) -> float:
+        return float(np.mean(list(self.values.values())))
+
+
+class Comparer:
+    """Per-example outcomes (lm-eval samples files), loaded once per file and metric, and aligned by doc_id."""
+
+    def __init__(self) -> None:
+        self._samples: dict[tuple[str, str], dict] = {}
+
+    def samples(self, path: str | None, metric: str) -> dict | None:
+        if not isinstance(path, str) or not Path(path).exists():
+            return None
+        key = (path, metric)
+        if key not in self._samples:
+            self._samples[key] = store.load_samples(path, metric)
+        return self._samples[key] or None
+
+    def aligned(self, a: Cell, b: Cell, metric: str, seed_pairs: list) -> list[tuple[list, list]] | None:
+        """Per seed pair, the per-example values of a and b on the doc_ids that all of them share."""
+        tables = []
+        for seed_a, seed_b in seed_pairs:
+            outcomes_a = self.samples(a.samples.get(seed_a), metric)
+            outcomes_b = self.samples(b.samples.get(seed_b), metric)
+            if outcomes_a is None or outcomes_b is None:
+                return None
+            tables.append((outcomes_a, outcomes_b))
+        if not tables:
+            return None
+        docs = [d for d in tables[0][0] if all(d in oa and d in ob for oa, ob in tables)]
+        if not docs:
+            return None
+        return [([oa[d] for d in docs], [ob[d] for d in docs]) for oa, ob in tables]
+
+    def difference_matrix(self, a: Cell, b: Cell, metric: str, seed_pairs: list) -> np.ndarray | None:
+        """(seeds, examples) per-example differences a - b, or None without numeric outcomes."""
+        aligned = self.aligned(a, b, metric, seed_pairs)
+        if aligned is None or not all(_scalar(v) for va, vb in aligned for v in va + vb):
+            return None
+        return np.array([np.asarray(va, float) - np.asarray(vb, float) for va, vb in aligned])
+
+    def outcomes(self, cells: list[Cell], metric: str) -> dict | None:
+        """{variant: {seed: {doc_id: value}}} (harness.statistics' Outcomes), or None unless every
+        seed of every cell has its samples file."""
+        out: dict = {}
+        for cell in cells:
+            for seed in cell.values:
+                loaded = self.samples(cell.samples.get(seed), metric)
+                if loaded is None:
+                    return None
+                out.setdefault(cell.variant, {})[0 if seed is None else int(seed)] = loaded
+        return out
+
+
+def _scalar(value: Any) -> bool:
+    return _number(value) or isinstance(value, bool)
+
+
+def _is_pll(metric: str, family: str | None) -> bool:
+    return metric in LIKELIHOOD_METRICS and family in PLL_FAMILIES
+
+
+def score_cells(long: pd.DataFrame) -> dict[tuple[str, int], tuple[str, dict[str, Cell]]]:
+    """(task, shots) -> (primary metric, {variant: Cell}) from the store's long score table."""
+    cells: dict[tuple[str, int], tuple[str, dict[str, Cell]]] = {}
+    for task, task_rows in long.groupby("task", sort=True):
+        metric = primary_metric(set(task_rows["metric"]))
+        chosen = task_rows[task_rows["metric"] == metric]
+        for shots, rows in chosen.groupby("shots", sort=True):
+            by_variant: dict[str, Cell] = {}
+            for row in rows.itertuples(index=False):
+                cell = by_variant.setdefault(row.variant, Cell(row.variant, row.family))
+                cell.values[row.seed] = row.value
+                cell.stderr[row.seed] = row.stderr
+                cell.samples[row.seed] = row.samples_file
+                cell.n[row.seed] = getattr(row, "n", None)
+            cells[(task, int(shots))] = (metric, dict(sorted(by_variant.items())))
+    return cells
+
+
+def score_table(long: pd.DataFrame, comparer: Comparer | None = None) -> pd.DataFrame:
+    """task × shots × variant: mean, 95% interval, chance, and the row's marks (harness.report.marks).
+
+    Pseudo-log-likelihood figures (encoder) are shown but not ranked against true likelihoods.
+    """
+    comparer = comparer or Comparer()
+    chance = long.groupby("task")["chance"].first().to_dict() if len(long) else {}
+    rows = []
+    for (task, shots), (metric, cells) in score_cells(long).items():
+        rows += marked_rows(task, shots, metric, cells, chance.get(task), comparer)
+    return pd.DataFrame(rows, columns=SCORE_COLUMNS)
+
+
+SCORE_COLUMNS = ["task", "shots", "metric", "higher_is_better", "chance", "variant", "n_seeds", "mean", "low", "high",
+                 "ci95", "interval", "pll", "bold", "best", "p_vs_best", "significant", "test", "at_chance"]
+
+
+def marked_rows(task: str, shots: int, metric: str, cells: dict[str, Cell], chance: Any, comparer: Comparer,
+                outcomes: dict | None = None) -> list[dict]:
+    """score_table's rows of one (task, shots): each variant's interval and marks. `outcomes`
+    replaces the cells' samples files (a group's mean pools its tasks')."""
+    higher = higher_is_better(metric)
+    ranked = [v for v, c in cells.items() if not _is_pll(metric, c.family)]
+    if outcomes is None:
+        outcomes = comparer.outcomes(list(cells.values()), metric)
+    n = {v: next((k for k in c.n.values() if isinstance(k, (int, np.integer))), None) for v, c in cells.items()}
+    stats = marks.row_stats({v: c.values for v, c in cells.items()}, outcomes, metric, higher, ranked,
+                                   chance if _number(chance) else None, {v: int(k) if k is not None else None
+                                                                         for v, k in n.items()})
+    rows = []
+    for variant, cell in cells.items():
+        low, high = stats.low[variant], stats.high[variant]
+        p = stats.p_vs_best.get(variant)
+        rows.append({
+            "task": task, "shots": shots, "metric": metric, "higher_is_better": higher, "chance": chance,
+            "variant": variant, "n_seeds": len(cell.values), "mean": cell.mean, "low": low, "high": high,
+            "ci95": max(cell.mean - low, high - cell.mean) if _number(low) else math.nan,  # plots' error bars
+            "interval": stats.interval[variant], "pll": _is_pll(metric, cell.family),
+            "bold": variant in stats.bold, "best": variant == stats.star, "p_vs_best": p,
+            "significant": variant in stats.dagger, "test": stats.test if p is not None else None,
+            "at_chance": stats.at_chance,
+        })
+    return rows
+
+
+def score_display(table: pd.DataFrame, variants: list[str]) -> pd.DataFrame:
+    """The human table: one row per (task, shots), one column per variant, marks on the cells."""
+    rows = []
+    for (task, shots), group in table.groupby(["task", "shots"], sort=True):
+        first = group.iloc[0]
+        chance = sig3(first["chance"]) if _number(first["chance"]) else MISSING
+        row = {
+            "task": task,
+            "shots": int(shots),
+            "metric": f"{first['metric']} {'↑' if first['higher_is_better'] else '↓'}",
+            "chance": f"{chance} ({CHANCE_FLAG})" if first["at_chance"] in (True,) else chance,  # None: untested
+        }
+        for variant in variants:
+            match = group[group["variant"] == variant]
+            if match.empty:
+                row[variant] = MISSING
+                continue
+            cell = match.iloc[0]
+            text = cell_text(cell["mean"], cell["low"], cell["high"], bool(cell["bold"]), sig3)
+            row[variant] = text + (" (PLL)" if cell["pll"] else marks_text(bool(cell["best"]), bool(cell["significant"])))
+        rows.append(row)
+    return pd.DataFrame(rows, columns=["task", "shots", "metric", "chance", *variants])
+
+
+def scores_legend(table: pd.DataFrame) -> str:
+    """The mark rule, the correction and the interval types of a score table (harness.report.marks)."""
+    ranked = table[~table["pll"]]
+    untested = ranked.groupby(["task", "shots"])["test"].apply(lambda t: t.isna().all() and len(t) >= 2).any()
+    # a cell's tests are joined by "; ", which the one-seed caveat itself contains: keep it whole
+    tests = {t for text in table["test"].dropna() for t in re.split(r"; (?!training-seed)", str(text))}
+    return marks.legend(set(table["interval"]), tests, bool((table["n_seeds"] <= 1).all()), bool(untested))
