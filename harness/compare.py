@@ -24,8 +24,9 @@ from arches.config import compose, group_choices
 from arches.errors import ArchesError, UserError, unknown
 from arches.settings import check_compare_settings, rule_for
 
-# `quick=true`: any experiment as a smoke check (the tests use it).
+# `quick=true`: any experiment as a smoke check (the tests use it), at one seed.
 QUICK_OVERRIDES = [
+    "experiment.seeds=[0]",
     "size=debug",
     "data.seq_len=64",
     "train.max_tokens=4096",

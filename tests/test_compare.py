@@ -30,6 +30,18 @@ def test_the_paper_experiments_exist():
 
 
 @pytest.mark.parametrize("experiment", EXPERIMENTS)
+def test_every_shipped_experiment_runs_three_seeds_and_quick_runs_one(experiment, tmp_path):
+    # a claim must test training-seed variance (issue 16): one seed per variant only tests its examples
+    cfg, runs, _ = plan([f"experiment={experiment}", *local_overrides(tmp_path)])
+    assert len(set(cfg.experiment.seeds)) >= 3
+    assert {run.seed for run in runs} == set(cfg.experiment.seeds)
+    _, quick_runs, _ = plan([f"experiment={experiment}", *local_overrides(tmp_path), "quick=true"])
+    assert {run.seed for run in quick_runs} == {0}  # a smoke check
+    _, chosen, _ = plan([f"experiment={experiment}", *local_overrides(tmp_path), "quick=true", "experiment.seeds=[3,4]"])
+    assert {run.seed for run in chosen} == {3, 4}  # the user's seeds win over quick's
+
+
+@pytest.mark.parametrize("experiment", EXPERIMENTS)
 def test_experiment_composes_and_each_variant_trains_one_step(experiment, tmp_path):
     from arches.train import train
 

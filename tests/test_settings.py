@@ -140,6 +140,8 @@ CASES = [
     ("compare", ["train.lr=-1e-3"], "must be a number > 0"),
     ("compare", ["data.seq_len=0"], ">= 1"),
     ("compare", ["experiment.seeds=[a]"], "integers >= 0"),
+    ("compare", ["experiment.seeds=[]"], "non-empty list"),
+    ("compare", ["experiment.seeds=[0.5]"], "integers >= 0"),
     ("compare", ["tuned=[true]"], "study name"),
 ]  # fmt: skip
 

@@ -9,53 +9,66 @@ from typing import Any
 
 from arches.errors import UserError
 from harness import provenance, store
+from harness.report import mismatch
+from harness.report.comparisons import comparison_blocks
 from harness.report.formatting import MISSING
 from harness.report.groups import group_blocks
+from harness.report.options import ReportOptions, parse_options
 from harness.report.plots import (
     colors_for,
+    plot_held_out_bpb,
     plot_score_vs_flops,
     plot_score_vs_shots,
     plot_throughput,
     plot_training_curves,
 )
+from harness.report.plots_differences import plot_differences
 from harness.report.render import render_html, render_markdown
 from harness.report.runs import (
+    baseline_scored,
     check_duplicates,
     flops_matching,
-    knob_text,
     runs_display,
     runs_raw,
     variant_order,
-    varying_knobs,
 )
+from harness.report.samples import samples_blocks
 from harness.report.scores import (
     Comparer,
     score_display,
     score_table,
     scores_legend,
 )
+from harness.report.seeds import seed_values
+from harness.report.variants import knobs_display, variants_display
 from harness.report.wang2022 import WANG2022, wang2022_findings
 
-USAGE = "usage: arches report <results folder>   (e.g. arches report results/families)"
+SHOWN_IN_VARIANTS = ("params", "non-emb. params", "FLOPs/token", "FLOPs/token vs first", "train FLOPs", "family", "preset")
+USAGE = ("usage: arches report <results folder> [report.allow_mismatch=true] "
+         "[report.test=auto|crossed|multi_bootstrap|sign_flip|examples]   (e.g. arches report results/families)")
 
 
-def write_report(folder: Path | str) -> Path:
+def write_report(folder: Path | str, options: ReportOptions | None = None) -> Path:
     """Build the report of a results folder from its run folders; return the path of report.md."""
     folder = Path(folder)
+    options = options or ReportOptions()
     runs = store.require_runs(folder)
     check_duplicates(runs)
     baseline = store.load_baseline(folder)
     long = store.scores(folder, runs)
-    groups, long = long[long["subtasks"].notna()], long[long["subtasks"].isna()]  # a group's mean: its own section
     comparer = Comparer()
-    table = provenance.with_n(score_table(long, comparer), long)  # n per score: scores.csv and the table
+    # rows whose runs were not scored alike: refused here, before anything is written, unless asked for
+    mismatched = mismatch.check(long, comparer, options.allow_mismatch)
+    groups, long = long[long["subtasks"].notna()], long[long["subtasks"].isna()]  # a group's mean: its own section
+    table = provenance.with_n(score_table(long, comparer, options.test), long)  # n per score: scores.csv, the table
+    table = mismatch.annotate(table, mismatched)
+    seeds = seed_values(long, groups)  # every seed's value behind a mean: seeds.csv and the plots' dots
     experiment = Counter(r["experiment"] for r in runs).most_common(1)[0][0]
     variants = variant_order(runs, experiment)
     runs = sorted(runs, key=lambda r: variants.index(r["variant"]))  # stable: seeds stay in order
     colors = colors_for(variants)
     status = Counter(r["status"] for r in runs)
     tokenizer = store.check_one_tokenizer(runs)
-    _, shared_knobs = varying_knobs(runs)
     when = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
 
     blocks: list[tuple[str, Any]] = [("h1", f"arches report: {experiment}")]
@@ -67,8 +80,8 @@ def write_report(folder: Path | str) -> Path:
         + f". Tokenizer `{str(tokenizer or MISSING)[:12]}`; data {data}; size {sizes}."
     )))
     blocks += provenance.header_blocks(runs)
-    blocks.append(("h2", "Runs"))
-    blocks.append(("table", runs_display(runs, baseline)))
+    blocks.append(("h2", "Variants"))
+    blocks.append(("table", variants_display(runs, variants, baseline)))
     matching = flops_matching(runs)
     if matching:
         blocks.append(("p", matching))
@@ -76,9 +89,18 @@ def write_report(folder: Path | str) -> Path:
         "Validation loss is labelled with its objective: losses of different objectives (e.g. lm and mlm) are "
         "not comparable. Held-out bits/byte come from the corpus_ppl evaluation; encoder figures are "
         "pseudo-log-likelihoods (PLL, Salazar et al. 2020), not comparable to true likelihoods."
-        + (f" Knobs shared by every run: {', '.join(f'{k}={knob_text(v)}' for k, v in shared_knobs.items())}."
-           if shared_knobs else "")
+        " Over several seeds a cell is the mean ± the sample standard deviation over the seeds (each run's "
+        "own values are in the Runs table and runs.csv)."
     )))
+    unigram = (baseline or {}).get("unigram")
+    if unigram:
+        blocks.append(("p", f"The unigram baseline: token frequencies of the training split, scored on "
+                            f"{baseline_scored(unigram)}."))
+    knobs_table, shared_sentence = knobs_display(runs, variants)
+    if knobs_table is not None:
+        blocks += [("p", "**Knobs that differ between variants.**"), ("table", knobs_table)]
+    if shared_sentence:
+        blocks.append(("p", shared_sentence))
     blocks.append(("h2", "Scores"))
     if table.empty:
         blocks.append(("p", "No evaluation scores are recorded in these runs yet."))
@@ -88,21 +110,34 @@ def write_report(folder: Path | str) -> Path:
         blocks.append(("p", (
             "Primary metric per task: acc_norm where the task has it, else acc (multiple choice, higher is "
             "better ↑); bits_per_byte for perplexity tasks (lower is better ↓); n: the examples scored, of those "
-            "the task holds. " + scores_legend(table)
+            "the task holds. " + scores_legend(table) + (" " + mismatch.warning_text(table)).rstrip()
         )))
+        blocks += comparison_blocks(table)  # each variant against the bold one: diff, Holm p, BH q, MDE
 
-    blocks += group_blocks(groups, long, [v for v in variants if v in set(groups["variant"])], comparer)
+    blocks += group_blocks(groups, long, [v for v in variants if v in set(groups["variant"])], comparer,
+                           options.test, mismatched)
     if experiment == WANG2022:
         blocks += wang2022_findings(runs, long, comparer)
+    blocks += samples_blocks(runs, variants)  # each variant's greedy continuations of held-out prompts
 
     plots = [
         ("Training curves: validation loss against tokens seen, one panel per objective", "training_curves.png",
          plot_training_curves(runs, baseline, colors)),
         ("Each task's score against training FLOPs", "score_vs_flops.png",
          plot_score_vs_flops(runs, long, table, colors)),
-        ("Zero-shot against few-shot score per variant", "score_vs_shots.png", plot_score_vs_shots(table, colors)),
+        ("Held-out bits/byte against tokens seen and against training FLOPs, one dot per run, for the families "
+         "with a true likelihood", "held_out_bpb.png", plot_held_out_bpb(runs, baseline, colors)),
+        ("Each variant's difference from its row's best (bold) variant, with the test's 95% interval (not corrected "
+         "for the row's other comparisons; the table's marks are)", "differences.png",
+         plot_differences(long, table, colors, comparer)),
+        ("Zero-shot against few-shot score per variant (dots: seed values)", "score_vs_shots.png",
+         plot_score_vs_shots(table, colors, seeds)),
         ("Training throughput (tokens/s) per variant", "throughput.png", plot_throughput(runs, colors)),
     ]
+    blocks.append(("h2", "Runs"))
+    blocks.append(("p", "Each run's own values (the Variants table holds what every seed shares: parameters, FLOPs)."))
+    per_run = runs_display(runs, None)  # the unigram baseline is a row of the Variants table
+    blocks.append(("table", per_run.drop(columns=[c for c in SHOWN_IN_VARIANTS if c in per_run.columns])))
     blocks.append(("h2", "Plots"))
     for title, name, png in plots:
         if png is None:
@@ -115,18 +150,19 @@ def write_report(folder: Path | str) -> Path:
 
     store.write_text_atomic(folder / "runs.csv", runs_raw(runs, baseline).to_csv(index=False))
     store.write_text_atomic(folder / "scores.csv", table.to_csv(index=False))
+    store.write_text_atomic(folder / "seeds.csv", seeds.to_csv(index=False))
     store.write_index(folder)
     store.write_text_atomic(folder / "report.html", render_html(blocks, f"arches report: {experiment}"))
     return store.write_text_atomic(folder / "report.md", render_markdown(blocks))
 
 
 def report_command(argv: list[str]) -> None:
-    """`arches report <results folder>`: write the report and print its path as the last line."""
+    """`arches report <results folder> [report.key=value ...]`: write the report and print its path as the last line."""
     if argv in (["-h"], ["--help"]):
         print(USAGE)
         return
-    if len(argv) != 1 or argv[0].startswith("-"):
+    if not argv or argv[0].startswith("-"):
         raise UserError(f"expected one results folder, got {' '.join(argv) or 'nothing'}; {USAGE}")
     if "=" in argv[0] and not Path(argv[0]).exists():
-        raise UserError(f"arches report takes a results folder, not an override ({argv[0]}); {USAGE}")
-    print(write_report(argv[0]))
+        raise UserError(f"arches report takes a results folder first, then overrides ({argv[0]}); {USAGE}")
+    print(write_report(argv[0], parse_options(argv[1:])))

@@ -78,34 +78,38 @@ def scoring_formats(run: dict) -> str:
     return ", ".join(sorted({str(e["format"]) for e in run["evals"].values() if e.get("format")})) or MISSING
 
 
+def baseline_scored(unigram: dict) -> str:
+    """What the unigram baseline was scored on: "the val split (loss) and the N corpus_ppl passages (bits
+    per byte)"; a baseline written before that named a split."""
+    scored = unigram.get("split") or "held-out"
+    return scored if scored.startswith("the ") else f"the {scored} split"
+
+
 def runs_display(runs: list[dict], baseline: dict | None) -> pd.DataFrame:
     """The human runs table, with the unigram baseline row last."""
-    varying, _ = varying_knobs(runs)
     ratios = flops_ratios(runs)
     rows = []
     for run in runs:
-        knobs = run.get("knobs") or {}
         loss = run.get("final_val_loss")
         bpb = held_out_bpb(run)
         pll = run.get("family") in PLL_FAMILIES
-        rows.append({
+        rows.append({  # the comparison's numbers first (issue 16, item 9); the knobs have their own table
             "variant": run["variant"],
             "seed": MISSING if run.get("seed") is None else str(run["seed"]),
-            "status": run["status"],
-            "family": run.get("family") or MISSING,
-            "preset": run.get("preset") or MISSING,
-            "knobs": ", ".join(f"{n}={knob_text(knobs[n])}" for n in varying if n in knobs) or MISSING,
             "params": si(run.get("params_total")),
-            "non-emb. params": si(run.get("params_non_embedding")),
             "FLOPs/token": si(run.get("flops_per_token")),
             "FLOPs/token vs first": f"{ratios[run['variant']]:.2f}×" if run["variant"] in ratios else MISSING,
             "tokens seen": si(run.get("tokens_seen")),
-            "loss tokens seen": si(run.get("loss_tokens_seen")),
             "train FLOPs": si(run.get("train_flops")),
-            "wall time": duration(run.get("wall_time_s")),
-            "tokens/s": si(run.get("tokens_per_s")),
             "val loss (objective)": f"{sig3(loss)} ({objective_of(run)})" if _number(loss) else MISSING,
             "held-out bits/byte": (f"{sig3(bpb)} (PLL)" if pll else sig3(bpb)) if bpb is not None else MISSING,
+            "status": run["status"],
+            "family": run.get("family") or MISSING,
+            "preset": run.get("preset") or MISSING,
+            "non-emb. params": si(run.get("params_non_embedding")),
+            "loss tokens seen": si(run.get("loss_tokens_seen")),
+            "wall time": duration(run.get("wall_time_s")),
+            "tokens/s": si(run.get("tokens_per_s")),
             "scoring format": scoring_formats(run),
             "tuned": f"yes ({run.get('tuned_trials')} trials)" if run.get("tuned") else "no",
             "error": run.get("error") or "",
@@ -114,10 +118,7 @@ def runs_display(runs: list[dict], baseline: dict | None) -> pd.DataFrame:
     if unigram:
         row = dict.fromkeys(rows[0] if rows else [], MISSING)
         loss = unigram.get("val_loss_nats")
-        # what was scored: "the val split (loss) and the N corpus_ppl passages (bits per byte)";
-        # a baseline written before that named a split
-        scored = unigram.get("split") or "held-out"
-        scored = scored if scored.startswith("the ") else f"the {scored} split"
+        scored = baseline_scored(unigram)
         row.update({
             "variant": "unigram baseline",
             "status": "baseline",

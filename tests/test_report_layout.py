@@ -1,0 +1,74 @@
+"""The report reads top-down: the Variants table (mean ± sd over seeds) and the knobs that differ come
+first, and in a 1400 px browser window no table hides the comparison's columns behind a scrollbar."""
+
+from __future__ import annotations
+
+import statistics
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from fixtures.run_folders import make_run, write_baseline
+
+from harness import report, store
+from harness.report.variants import knobs_display, mean_sd_text, variants_display
+
+LAYOUT_CHECK = Path(__file__).parent / "layout_check.py"
+
+
+def _three_seeds(folder: Path) -> Path:
+    losses = {"gpt": (3.20, 3.25, 3.30), "bert": (2.90, 2.80, 3.00)}
+    for variant, values in losses.items():
+        for seed, loss in enumerate(values):
+            family, knobs = ("decoder", {"position": "learned", "norm": "layernorm", "bias": True})
+            if variant == "bert":
+                family, knobs = ("encoder", {"position": "learned", "norm": "rmsnorm", "bias": True})
+            make_run(folder, f"{variant}-s{seed}", variant=variant, seed=seed, family=family, final_val_loss=loss,
+                     objective="mlm" if variant == "bert" else "lm", knobs=knobs, params_total=1_230_000,
+                     flops_per_token=7.4e6, tokens_seen=1_000_000,
+                     scores={("corpus_ppl", 0): {"bits_per_byte": 1.5 + loss / 100}})
+    write_baseline(folder, val_loss_nats=7.1, bits_per_byte=4.25)
+    return folder
+
+
+def test_variants_table_is_mean_and_sd_over_seeds(tmp_path):
+    runs = store.load_runs(_three_seeds(tmp_path))
+    table = variants_display(runs, ["bert", "gpt"], store.load_baseline(tmp_path)).set_index("variant")
+
+    gpt = table.loc["gpt"]
+    sd = statistics.stdev([3.20, 3.25, 3.30])
+    assert gpt["val loss (objective)"] == f"3.25 ± {sd:#.3g} (lm)"
+    assert gpt["seeds"] == "3"
+    assert table.loc["bert", "held-out bits/byte"].endswith("(PLL)")  # the encoder's is a pseudo-likelihood
+    assert table.loc["unigram baseline", "val loss (objective)"] == "7.10 (unigram)"
+    # the comparison's columns first (issue 16, item 9)
+    assert list(table.reset_index().columns[:5]) == ["variant", "family", "seeds", "params", "FLOPs/token"]
+    assert mean_sd_text([1.0]) == "1.00" and mean_sd_text([]) == report.MISSING
+
+
+def test_knobs_table_shows_only_what_differs(tmp_path):
+    runs = store.load_runs(_three_seeds(tmp_path))
+    table, shared = knobs_display(runs, ["bert", "gpt"])
+
+    assert list(table.columns) == ["variant", "preset", "norm"]
+    assert table.set_index("variant").loc["bert", "norm"] == "rmsnorm"
+    assert shared == "Knobs shared by every run: bias=true, position=learned."
+
+
+def test_report_opens_on_variants_and_lists_each_run_later(tmp_path):
+    text = report.write_report(_three_seeds(tmp_path)).read_text()
+
+    assert text.index("## Variants") < text.index("## Scores") < text.index("## Runs")
+    runs_section = text[text.index("## Runs"):]
+    assert runs_section.count("| gpt | ") == 3  # each seed's own row, in the later table
+    assert "| params |" not in runs_section.split("\n\n")[2]  # shared columns are not repeated per run
+
+
+@pytest.mark.skipif(not __import__("shutil").which("chromium"), reason="needs a chromium binary (apt-get install chromium)")
+def test_first_columns_fit_a_1400_px_window(tmp_path):
+    path = report.write_report(_three_seeds(tmp_path)).with_suffix(".html")
+    done = subprocess.run([sys.executable, str(LAYOUT_CHECK), str(path), "--width", "1400"], capture_output=True,
+                          text=True, timeout=180)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "Variants:" in done.stdout and "fits" in done.stdout
