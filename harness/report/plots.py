@@ -11,7 +11,8 @@ import numpy as np
 import pandas as pd
 
 from harness.report.formatting import _number
-from harness.report.runs import objective_of
+from harness.report.runs import held_out_bpb, objective_of
+from harness.report.scores import PLL_FAMILIES
 
 
 def colors_for(variants: list[str]) -> dict[str, Any]:
@@ -107,31 +108,69 @@ def plot_score_vs_flops(runs: list[dict], long: pd.DataFrame, table: pd.DataFram
     return _png(figure)
 
 
-def plot_score_vs_shots(table: pd.DataFrame, colors: dict) -> bytes | None:
+def _seed_dots(axis, x: float, values, color, horizontal: bool = False, spread: float = 0.06) -> None:
+    """Each seed's value as a small dot beside the mean it makes (issue 16, item 8), spread a
+    little across the category so equal values stay countable."""
+    values = [float(v) for v in values if _number(v)]
+    if len(values) < 2:
+        return  # one seed: the dot is the mean itself
+    xs, ys = x + np.linspace(-spread, spread, len(values)), values
+    axis.scatter(*((ys, xs) if horizontal else (xs, ys)), s=14, color=color, alpha=0.55, edgecolors="none", zorder=3)
+
+
+def _means_with_intervals(axis, xs: list[float], means: list[float], lows: list, highs: list, color) -> bool:
+    """The means, with an error bar only where an interval exists (a missing one is not a zero-width
+    bar: its mean is drawn hollow); True if some interval is missing."""
+    bounded = [_number(lo) and _number(hi) for lo, hi in zip(lows, highs)]
+    axis.plot(xs, means, color=color, linewidth=1)
+    for x, mean, low, high, ok in zip(xs, means, lows, highs, bounded):
+        if ok:
+            axis.errorbar([x], [mean], yerr=[[mean - low], [high - mean]], marker="o", capsize=3, color=color)
+        else:
+            axis.plot([x], [mean], marker="o", markerfacecolor="white", color=color, linestyle="none")
+    return not all(bounded)
+
+
+SEED_DOT = ("seed values", {"color": "black", "marker": ".", "linestyle": "none", "alpha": 0.55})
+NO_INTERVAL = ("mean, no interval", {"color": "black", "marker": "o", "markerfacecolor": "white", "linestyle": "none"})
+
+
+def plot_score_vs_shots(table: pd.DataFrame, colors: dict, seeds: pd.DataFrame | None = None) -> bytes | None:
+    """Each variant's mean score per shots with its interval (the score table's low/high), and
+    each seed's value as a dot (`seeds`: harness.report.seeds.seed_values)."""
     shot_counts = table.groupby("task")["shots"].nunique() if len(table) else pd.Series(dtype=int)
     tasks = sorted(shot_counts[shot_counts >= 2].index)
     if not tasks:
         return None
     figure, axes = _figure(len(tasks))
+    missing = False
     for axis, task in zip(axes, tasks):
         rows = table[table["task"] == task]
+        metric = rows["metric"].iloc[0]
         shots = sorted(rows["shots"].unique())
         variants = sorted(rows["variant"].unique(), key=list(colors).index)
         for position, variant in enumerate(variants):
             group = rows[rows["variant"] == variant].sort_values("shots")
             jitter = 0.04 * (position - (len(variants) - 1) / 2)  # overlapping error bars stay readable
-            axis.errorbar([shots.index(s) + jitter for s in group["shots"]], group["mean"],
-                          yerr=group["ci95"].fillna(0), marker="o", capsize=3, color=colors[variant])
+            xs = [shots.index(s) + jitter for s in group["shots"]]
+            missing |= _means_with_intervals(axis, xs, list(group["mean"]), list(group["low"]), list(group["high"]),
+                                             colors[variant])
+            if seeds is not None and len(seeds):
+                mine = seeds[(seeds["task"] == task) & (seeds["metric"] == metric) & (seeds["variant"] == variant)]
+                for x, s in zip(xs, group["shots"]):
+                    _seed_dots(axis, x, mine[mine["shots"] == s]["value"], colors[variant])
         if _number(rows["chance"].iloc[0]):
             axis.axhline(float(rows["chance"].iloc[0]), color="grey", linestyle="--", linewidth=1)
         axis.set_xticks(range(len(shots)), [f"{s}-shot" for s in shots])
-        axis.set(title=f"{task} ({rows['metric'].iloc[0]})", ylabel=rows["metric"].iloc[0])
-    _figure_legend(figure, colors, sorted(table["variant"].unique(), key=list(colors).index),
-                   [("chance", {"color": "grey", "linestyle": "--"}), ("95% CI", {"color": "black", "marker": "|"})])
+        axis.set(title=f"{task} ({metric})", ylabel=metric)
+    extra = [("chance", {"color": "grey", "linestyle": "--"}), ("mean, 95% interval", {"color": "black", "marker": "|"}),
+             SEED_DOT] + ([NO_INTERVAL] if missing else [])
+    _figure_legend(figure, colors, sorted(table["variant"].unique(), key=list(colors).index), extra)
     return _png(figure)
 
 
 def plot_throughput(runs: list[dict], colors: dict) -> bytes | None:
+    """Mean tokens/s per variant, ± the sd over seeds where there are two or more, each seed a dot."""
     speeds: dict[str, list[float]] = {}
     for run in runs:
         if _number(run.get("tokens_per_s")):
@@ -140,10 +179,73 @@ def plot_throughput(runs: list[dict], colors: dict) -> bytes | None:
         return None
     figure, (axis,) = _figure(1, width=max(4.5, 0.8 * len(speeds)))
     names = sorted(speeds, key=list(colors).index)
-    means = [np.mean(speeds[n]) for n in names]
-    several = any(len(speeds[n]) > 1 for n in names)
-    errors = [np.std(speeds[n], ddof=1) if len(speeds[n]) > 1 else 0 for n in names] if several else None
-    axis.bar(names, means, yerr=errors, capsize=3, color=[colors[n] for n in names])
-    axis.set(title="training throughput" + (" (mean ± sd over seeds)" if several else ""), ylabel="tokens/s")
+    axis.bar(names, [np.mean(speeds[n]) for n in names], color=[colors[n] for n in names], alpha=0.8)
+    for position, name in enumerate(names):
+        if len(speeds[name]) > 1:  # one seed has no spread: no bar rather than a zero-width one
+            axis.errorbar([position], [np.mean(speeds[name])], yerr=[np.std(speeds[name], ddof=1)], color="black",
+                          capsize=3)
+            _seed_dots(axis, position, speeds[name], "black", spread=0.2)
+    several = [n for n in names if len(speeds[n]) > 1]
+    single = [n for n in names if len(speeds[n]) == 1]
+    title = "training throughput"
+    if several:
+        title += "\n(mean ± sd over seeds; dots: seeds)"
+        if single:
+            title += f"\none seed, no interval: {', '.join(single)}"
+    axis.set(title=title, ylabel="tokens/s")
     axis.tick_params(axis="x", labelrotation=30)
     return _png(figure)
+
+
+def plot_held_out_bpb(runs: list[dict], baseline: dict | None, colors: dict) -> bytes | None:
+    """Held-out bits/byte against tokens seen and against training FLOPs (log x), one dot per run and
+    each variant's mean marked, for the families with a true likelihood only: the encoder's
+    pseudo-log-likelihood (Salazar et al. 2020) is not on the same scale and is left out."""
+    points = [(r, held_out_bpb(r)) for r in runs if r.get("family") not in PLL_FAMILIES]
+    points = [(r, bpb) for r, bpb in points if bpb is not None]
+    if not points:
+        return None
+    left_out = sorted({r["variant"] for r in runs if r.get("family") in PLL_FAMILIES and held_out_bpb(r) is not None})
+    unigram = ((baseline or {}).get("unigram") or {}).get("bits_per_byte")
+    figure, axes = _figure(2)
+    for axis, (field, label) in zip(axes, (("tokens_seen", "tokens seen"), ("train_flops", "training FLOPs"))):
+        by_variant: dict[str, list[tuple[float, float]]] = {}
+        for run, bpb in points:
+            if _number(run.get(field)) and run[field] > 0:  # a log axis has no place for 0
+                by_variant.setdefault(run["variant"], []).append((float(run[field]), bpb))
+        for variant, xy in by_variant.items():
+            xs, ys = zip(*xy)
+            axis.scatter(xs, ys, s=18, color=colors[variant], alpha=0.7, edgecolors="none", zorder=3)
+            # the mean over seeds: geometric in x, as the axis is logarithmic
+            axis.scatter([math.exp(np.mean(np.log(xs)))], [np.mean(ys)], s=90, marker="D", facecolors="none",
+                         edgecolors=colors[variant], linewidths=1.5, zorder=4)
+        if by_variant:
+            _log_x(axis, [x for xy in by_variant.values() for x, _ in xy])
+        else:
+            axis.text(0.5, 0.5, f"no run records its {label}", ha="center", va="center", transform=axis.transAxes)
+        axis.set(title=f"against {label}", xlabel=f"{label} (log scale)", ylabel="held-out bits/byte (lower is better)")
+    # the unigram baseline is said, not drawn: a line at its height would flatten the gaps between families
+    notes = [f"unigram baseline {unigram:.3g} bits/byte"] if _number(unigram) else []
+    notes += [f"{', '.join(left_out)} left out (pseudo-log-likelihood, not a true likelihood)"] if left_out else []
+    if notes:
+        figure.suptitle("; ".join(notes), fontsize="small")
+    variants = sorted({r["variant"] for r, _ in points}, key=list(colors).index)
+    _figure_legend(figure, colors, variants, [
+        ("run (one per seed)", {"color": "black", "marker": "o", "linestyle": "none", "alpha": 0.7}),
+        ("variant mean", {"color": "black", "marker": "D", "markerfacecolor": "none", "linestyle": "none"})])
+    return _png(figure)
+
+
+def _log_x(axis, xs: list[float]) -> None:
+    """A log x axis in SI units (1M, 2M, ...); the minor ticks are labelled too when the points span
+    less than a decade, where the major ticks alone would leave one label or none."""
+    from matplotlib.ticker import EngFormatter, LogLocator, NullFormatter
+
+    axis.set_xscale("log")
+    axis.xaxis.set_major_formatter(EngFormatter())
+    if max(xs) / min(xs) < 10:
+        axis.xaxis.set_minor_locator(LogLocator(subs=(2.0, 3.0, 5.0)))  # 7, 8, 9 would crowd into one label
+        axis.xaxis.set_minor_formatter(EngFormatter())
+    else:
+        axis.xaxis.set_minor_formatter(NullFormatter())
+    axis.tick_params(axis="x", which="minor", labelsize="x-small")
