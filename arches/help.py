@@ -149,10 +149,13 @@ COMMANDS: dict[str, CommandHelp] = {
         compose=("experiment=families",),  # harness.compare's default (a test keeps the two equal)
     ),
     "report": CommandHelp(
-        usage="arches report <results folder>",
+        usage="arches report <results folder> [report.allow_mismatch=true] [report.test=<test>]",
         purpose="Rebuild report.md, report.html, scores.csv and runs.csv from the run folders recorded in a "
                 "results folder (no training, no evaluation); prints the report's path.",
-        examples=("arches report results/families", "arches report results/families-quick"),
+        options=(("report.allow_mismatch=true", "show rows scored under different settings, with a warning"),
+                 ("report.test=<test>", "auto, crossed, multi_bootstrap (20+ seeds), sign_flip (6+), examples")),
+        examples=("arches report results/families", "arches report results/families-quick",
+                  "arches report results/families report.test=crossed"),
     ),
     "import-hf": CommandHelp(
         usage="arches import-hf <model folder or hub name> [--preset P] [key=value ...]",

@@ -56,13 +56,15 @@ def _dumps(data: Any) -> str:
     return json.dumps(data, default=handle_non_serializable, ensure_ascii=False)
 
 
-def write_results(run_dir: Path, shots: int, results: dict) -> dict[str, tuple[str, str | None]]:
+def write_results(run_dir: Path, shots: int, results: dict,
+                  folder: str = EVAL_DIR) -> dict[str, tuple[str, str | None]]:
     """Per task and group: `eval/results-{task}-{k}shot.json` (lm-eval's results JSON, cut to
     that task, so a later evaluation of other tasks never makes it stale) and, for a task,
-    `eval/samples-{task}-{k}shot.jsonl`."""
+    `eval/samples-{task}-{k}shot.jsonl`; `folder` (relative to the run) replaces `eval`
+    (the other scoring formats' pass writes under eval/alternatives/<format>/)."""
     from arches.run import write_atomic
 
-    (run_dir / EVAL_DIR).mkdir(parents=True, exist_ok=True)
+    (run_dir / folder).mkdir(parents=True, exist_ok=True)
     samples = results.get("samples") or {}
     dropped = (*PER_TASK_KEYS, *GROUP_KEYS, "samples")
     shared = {k: v for k, v in results.items() if k not in dropped}
@@ -70,12 +72,12 @@ def write_results(run_dir: Path, shots: int, results: dict) -> dict[str, tuple[s
     for task in results.get("results", {}):
         keys = (*PER_TASK_KEYS, *GROUP_KEYS)
         body = {key: {task: results[key][task]} for key in keys if task in (results.get(key) or {})}
-        results_file = f"{EVAL_DIR}/results-{task}-{shots}shot.json"
+        results_file = f"{folder}/results-{task}-{shots}shot.json"
         text = json.dumps(json.loads(_dumps({**body, **shared})), indent=2, ensure_ascii=False)
         write_atomic(run_dir / results_file, text + "\n")
         samples_file = None
         if task in samples:
-            samples_file = f"{EVAL_DIR}/samples-{task}-{shots}shot.jsonl"
+            samples_file = f"{folder}/samples-{task}-{shots}shot.jsonl"
             write_atomic(run_dir / samples_file, "".join(_dumps(row) + "\n" for row in samples[task]))
         files[task] = (results_file, samples_file)
     return files

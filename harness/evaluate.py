@@ -43,6 +43,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from arches.errors import UserError, closest
+from harness.alternatives import alternatives_record, score_alternatives
 # the files and record entries one simple_evaluate leaves (record_metrics and write_results importable here too)
 from harness.eval_records import EVAL_DIR, record_entries, record_metrics, write_results  # noqa: F401
 from harness.pairs_eval import PAIR_TASKS, blimp_offline, prepare_pairs
@@ -438,12 +439,18 @@ def evaluate(cfg: DictConfig) -> dict:
             common = {"format": model.scoring_format, "limit": settings["limit"], "seed": seed,
                       "seconds": round(seconds, 3), "provenance": evaluation_provenance(model, settings["batch_size"])}
             entries.update(record_entries(results, shots, files, common))  # fmt: skip
+        # the 0-shot multiple-choice tasks again in the family's other format, recorded apart (harness/alternatives.py)
+        alternatives, alternative_notes = score_alternatives(cfg, settings, run_dir, model, resolved, tasks, members)
+        from harness.generations import write_generations
+
+        write_generations(run_dir, model, corpus_cfg, cfg)  # eval.generations held-out prompts, greedily continued
 
     from arches.run import RUN_RECORD, read_json, update_record
 
     # only now, after every shot count succeeded: one atomic write, merged with earlier scores
     record = read_json(run_dir / RUN_RECORD)
-    update_record(run_dir, evals={**(record.get("evals") or {}), **entries})
+    update_record(run_dir, evals={**(record.get("evals") or {}), **entries},
+                  **alternatives_record(record, alternatives))
     return {
         "run": str(run_dir),
         "evals": entries,
@@ -451,7 +458,7 @@ def evaluate(cfg: DictConfig) -> dict:
         "task_data": str(resolved["task_data"]) if resolved["task_data"] else None,
         "pairs_data": str(resolved["pairs_data"]) if resolved["pairs_data"] else None,
         "limit_note": settings["limit_note"],
-        "notes": resolved["notes"],
+        "notes": [*resolved["notes"], *alternative_notes],
     }
 
 

@@ -32,7 +32,7 @@ INDEX_FIELDS = (
 )
 SCORE_COLUMNS = (
     "variant", "seed", "run_name", "family", "objective", "task", "shots", "metric", "value", "stderr", "n",
-    "n_available", "chance", "samples_file", "subtasks",
+    "n_available", "chance", "samples_file", "subtasks", "limit", "format", "fewshot_seed", "version",
 )
 
 
@@ -160,7 +160,9 @@ def scores(folder: Path | str, runs: list[dict] | None = None) -> pd.DataFrame:
     per-example outcomes, or empty when the evaluation did not record them. A group's
     aggregate (lm-eval's score of a group such as corpus_pairs or blimp: the mean over its
     tasks, which have rows of their own) has `subtasks`, its tasks' names joined by commas,
-    and no samples file; a task's `subtasks` is empty.
+    and no samples file; a task's `subtasks` is empty. `limit`, `format` (the scoring format),
+    `fewshot_seed` (lm-eval's seeds, few-shot sampling included) and `version` (the task's) are
+    the entry's evaluation settings, empty where the record predates them.
     """
     rows = []
     for run in load_runs(folder) if runs is None else runs:
@@ -191,6 +193,11 @@ def scores(folder: Path | str, runs: list[dict] | None = None) -> pd.DataFrame:
                     "chance": entry.get("chance"),
                     "samples_file": str(Path(run["run_dir"]) / samples) if samples else None,
                     "subtasks": ",".join(entry["subtasks"]) if entry.get("subtasks") else None,
+                    # the evaluation settings a fair row shares (harness.report.mismatch checks them)
+                    "limit": entry.get("limit"),
+                    "format": entry.get("format"),
+                    "fewshot_seed": entry.get("seed"),
+                    "version": entry.get("version"),
                 })
     return pd.DataFrame(rows, columns=list(SCORE_COLUMNS))
 

@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from fixtures.run_folders import make_run, write_baseline
+from fixtures.run_folders import make_run, outcomes, write_baseline
 
 from harness import report, store
 from harness.report.variants import knobs_display, mean_sd_text, variants_display
@@ -72,3 +72,41 @@ def test_first_columns_fit_a_1400_px_window(tmp_path):
                           text=True, timeout=180)
     assert done.returncode == 0, done.stdout + done.stderr
     assert "Variants:" in done.stdout and "fits" in done.stdout
+
+
+def _summary_folder(folder: Path, seeds: int) -> Path:
+    """Two tasks at 200 examples: on `clear`, gpt is right on 160 and opt on 100 (significant at any seed
+    count); on `close`, 101 against 100 (a spread far below what n = 200 can detect)."""
+    for variant, (clear, close) in {"gpt": (160, 101), "opt": (100, 100)}.items():
+        for seed in range(seeds):
+            make_run(folder, f"{variant}-s{seed}", variant=variant, seed=seed,
+                     scores={("clear", 0): {"acc": (clear - seed) / 200, "chance": 0.5},
+                             ("close", 0): {"acc": close / 200, "chance": 0.5}},
+                     samples={("clear", 0): {"acc": outcomes(200, clear - seed, seed)},
+                              ("close", 0): {"acc": outcomes(200, close)}})
+    return folder
+
+
+def _section(text: str, title: str) -> str:
+    start = text.index(f"## {title}")
+    return text[start:text.index("\n## ", start + 1)]
+
+
+def test_summary_opens_the_report_with_what_is_and_is_not_significant(tmp_path):
+    text = report.write_report(_summary_folder(tmp_path, seeds=3)).read_text()
+    summary = _section(text, "Summary")
+
+    assert text.index("## Summary") < text.index("## Variants") < text.index("## Scores")
+    assert "2 variants × 3 seed(s) each (6 completed runs), n = 200 examples per task" in summary
+    significant = [line for line in summary.splitlines() if line.startswith("- **Significant after correction**")]
+    assert len(significant) == 1 and "clear 0-shot (acc ↑): gpt ★" in significant[0]
+    assert "opt worse than gpt by" in significant[0]
+    assert "**Not significant:** close 0-shot." in summary
+    assert "close 0-shot (spread 0.00500, MDE" in summary  # could not have been detected at n = 200
+    assert "One seed per variant" not in summary
+
+
+def test_one_seed_summary_says_what_it_did_not_measure(tmp_path):
+    summary = _section(report.write_report(_summary_folder(tmp_path, seeds=1)).read_text(), "Summary")
+
+    assert "One seed per variant: test-set uncertainty only; training-seed variance not measured" in summary

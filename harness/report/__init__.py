@@ -1,12 +1,16 @@
 """The comparison report: `arches report <results folder>`.
 
-`write_report(folder)` reads only the recorded run folders (`harness.store`), never the
+`write_report(folder, options)` reads only the recorded run folders (`harness.store`), never the
 live config, and writes into the folder, each file atomically:
 
     report.md  report.html     the report; the HTML is self-contained (plots as base64 PNG)
     runs.csv                   one row per run (raw numbers) plus the unigram baseline
-    scores.csv                 task × shots × variant: mean, 95% interval, bold / ★ / †, Holm p against the best
-    *.png                      training curves, score against FLOPs, score against shots, tokens/s
+    scores.csv                 task × shots × variant: mean, 95% interval, bold / ★ / †; against the bold variant
+                               (vs): diff [diff_low, diff_high], p_raw, p_holm (= p_vs_best), q_bh and the MDE;
+                               mismatch: the warning on a row shown under report.allow_mismatch=true
+    seeds.csv                  task × shots × metric × variant × seed: each seed's value and n
+    *.png                      training curves, score against FLOPs, held-out bits/byte against tokens and FLOPs,
+                               differences from each row's best, score against shots, tokens/s
     index.parquet              the store's index, rebuilt
 
 One concern per module; the statistics themselves are `harness.statistics` (no tables,
@@ -15,21 +19,44 @@ plots or HTML there):
     formatting   numbers as the tables show them
     scores       the score tables: primary metric, cells, intervals and marks per row
     marks        a row's intervals and ★ / † / bold / ≈ chance, from harness.statistics
+    comparisons  each variant against its row's bold one: difference, Holm p, BH q across the table, MDE
+    mismatch     rows whose runs were scored under different settings: refused, or shown with a warning
+    options      `arches report <folder> report.key=value`: report.allow_mismatch, report.test
     groups       task groups (the minimal pairs, BLiMP): each task beside the group's mean
     runs         the runs table: parameters, FLOPs, tokens, losses, knobs
     wang2022     the findings of the wang2022 experiment (Wang et al. 2022)
+    seeds        the seed values behind every mean (seeds.csv, the plots' dots)
     plots        matplotlib figures as PNG bytes
+    plots_differences  each variant's difference from its row's best, with its interval (numbers and plot)
     render       Markdown and HTML
     document     the report's sections in order, and its files
 """
 
 from harness.report.document import USAGE, report_command, write_report
 from harness.report.formatting import MISSING, duration, p_text, si, sig3, signed
-from harness.report.runs import (flops_matching, held_out_bpb, runs_display, runs_raw, scoring_formats,
-                                 variant_order, varying_knobs)
-from harness.report.scores import (LIKELIHOOD_METRICS, MULTIPLE_CHOICE_METRICS, SCORE_COLUMNS, Cell, Comparer,
-                                   higher_is_better, marked_rows, primary_metric, score_cells, score_display,
-                                   score_table, scores_legend)
+from harness.report.runs import (
+                                 flops_matching,
+                                 held_out_bpb,
+                                 runs_display,
+                                 runs_raw,
+                                 scoring_formats,
+                                 variant_order,
+                                 varying_knobs,
+)
+from harness.report.scores import (
+                                 LIKELIHOOD_METRICS,
+                                 MULTIPLE_CHOICE_METRICS,
+                                 SCORE_COLUMNS,
+                                 Cell,
+                                 Comparer,
+                                 higher_is_better,
+                                 marked_rows,
+                                 primary_metric,
+                                 score_cells,
+                                 score_display,
+                                 score_table,
+                                 scores_legend,
+)
 from harness.report.wang2022 import WANG2022, wang2022_findings
 
 __all__ = [

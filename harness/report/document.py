@@ -24,6 +24,7 @@ from harness.report.plots import (
 )
 from harness.report.plots_differences import plot_differences
 from harness.report.render import render_html, render_markdown
+from harness.report.robustness import robustness_blocks
 from harness.report.runs import (
     baseline_scored,
     check_duplicates,
@@ -40,6 +41,7 @@ from harness.report.scores import (
     scores_legend,
 )
 from harness.report.seeds import seed_values
+from harness.report.summary import summary_blocks
 from harness.report.variants import knobs_display, variants_display
 from harness.report.wang2022 import WANG2022, wang2022_findings
 
@@ -79,6 +81,8 @@ def write_report(folder: Path | str, options: ReportOptions | None = None) -> Pa
         + ", ".join(f"{n} {s}" for s, n in sorted(status.items()))
         + f". Tokenizer `{str(tokenizer or MISSING)[:12]}`; data {data}; size {sizes}."
     )))
+    findings = wang2022_findings(runs, long, comparer) if experiment == WANG2022 else []
+    blocks += summary_blocks(table, runs, findings)  # what was found, before any table
     blocks += provenance.header_blocks(runs)
     blocks.append(("h2", "Variants"))
     blocks.append(("table", variants_display(runs, variants, baseline)))
@@ -116,8 +120,8 @@ def write_report(folder: Path | str, options: ReportOptions | None = None) -> Pa
 
     blocks += group_blocks(groups, long, [v for v in variants if v in set(groups["variant"])], comparer,
                            options.test, mismatched)
-    if experiment == WANG2022:
-        blocks += wang2022_findings(runs, long, comparer)
+    blocks += robustness_blocks(runs, long, comparer, variants)  # the order under other scoring rules: flips
+    blocks += findings
     blocks += samples_blocks(runs, variants)  # each variant's greedy continuations of held-out prompts
 
     plots = [

@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 
 from harness import provenance
-from harness.report import marks
+from harness.report import marks, mismatch
 from harness.report import scores as rep
 from harness.report.formatting import MISSING, sig3
 
@@ -62,7 +62,7 @@ def pooled_outcomes(tasks: list[str], per_task: dict, shots: int, variants: list
 
 
 def mean_rows(rows: pd.DataFrame, leaves: pd.DataFrame, tasks: list[str], shots: int,
-              comparer: rep.Comparer) -> list[dict]:  # fmt: skip
+              comparer: rep.Comparer, test: str = "auto") -> list[dict]:  # fmt: skip
     """score_table's rows for the group's mean (its primary metric), one per variant."""
     metric = rep.primary_metric(set(rows["metric"]))
     cells: dict[str, rep.Cell] = {}
@@ -72,19 +72,21 @@ def mean_rows(rows: pd.DataFrame, leaves: pd.DataFrame, tasks: list[str], shots:
     outcomes = pooled_outcomes(tasks, rep.score_cells(leaves), shots, list(cells), comparer)
     chance = rows["chance"].dropna()
     return rep.marked_rows(MEAN, shots, metric, cells, float(chance.iloc[0]) if len(chance) else None, comparer,
-                           outcomes)
+                           outcomes, test)
 
 
 def group_table(group: str, shots: int, groups: pd.DataFrame, leaves: pd.DataFrame, variants: list[str],
-                comparer: rep.Comparer) -> tuple[pd.DataFrame, list[str], bool, pd.DataFrame]:  # fmt: skip
+                comparer: rep.Comparer,
+                test: str = "auto") -> tuple[pd.DataFrame, list[str], bool, pd.DataFrame]:  # fmt: skip
     """(the display table: a row per task and the mean, a column per variant; the tasks; whether
     every variant's mean is over the same tasks; the score table behind it)."""
     rows = groups[(groups["task"] == group) & (groups["shots"] == shots)]
     lists = set(rows["subtasks"])
     tasks = list(dict.fromkeys(t for joined in sorted(lists) for t in joined.split(",")))
     leaves = leaves[leaves["task"].isin(tasks) & (leaves["shots"] == shots)]
-    scored = rep.score_table(leaves, comparer) if len(leaves) else pd.DataFrame(columns=["task"])
-    table = pd.concat([scored, pd.DataFrame(mean_rows(rows, leaves, tasks, shots, comparer))], ignore_index=True)
+    scored = rep.score_table(leaves, comparer, test) if len(leaves) else pd.DataFrame(columns=["task"])
+    table = pd.concat([scored, pd.DataFrame(mean_rows(rows, leaves, tasks, shots, comparer, test))],
+                      ignore_index=True)
     table = provenance.with_n(table, pd.concat([leaves, rows]).replace({"task": {group: MEAN}}))
     chance = rows["chance"].dropna()
     shown = [v for v in variants if v in set(table["variant"])]
@@ -117,15 +119,19 @@ def _mean_ties(rows: pd.DataFrame, variant: str) -> float | None:
 
 
 def group_blocks(groups: pd.DataFrame, leaves: pd.DataFrame, variants: list[str],
-                 comparer: rep.Comparer | None = None) -> list[tuple[str, Any]]:  # fmt: skip
+                 comparer: rep.Comparer | None = None, test: str = "auto",
+                 mismatched: dict | None = None) -> list[tuple[str, Any]]:  # fmt: skip
     """The report's blocks for every recorded group (none without one): the minimal pairs
-    first, under their own heading, then any other group (BLiMP's, ...)."""
+    first, under their own heading, then any other group (BLiMP's, ...). `test`: the rows' pairwise
+    test; `mismatched`: harness.report.mismatch's rows shown with a warning (report.allow_mismatch=true)."""
     comparer = comparer or rep.Comparer()
     blocks: list[tuple[str, Any]] = []
     keys = sorted({(str(t), int(s)) for t, s in zip(groups["task"], groups["shots"])},
                   key=lambda key: (key[0] != PAIRS_GROUP, key))  # fmt: skip
     for group, shots in keys:
-        display, tasks, same_tasks, table = group_table(group, shots, groups, leaves, variants, comparer)
+        display, tasks, same_tasks, table = group_table(group, shots, groups, leaves, variants, comparer, test)
+        warning = mismatch.warning_text(mismatch.annotate(
+            table.replace({"task": {MEAN: group}}), mismatched or {}))
         pairs = group == PAIRS_GROUP
         blocks.append(("h2", f"Minimal pairs ({group}, {shots}-shot)" if pairs else f"Group {group} ({shots}-shot)"))
         blocks.append(("table", display))
@@ -143,6 +149,7 @@ def group_blocks(groups: pd.DataFrame, leaves: pd.DataFrame, variants: list[str]
             "differ, or a task lacks outcomes, the mean carries no marks."
             + ("" if same_tasks else " The variants' means are over different tasks and do not compare directly.")
             + (" No pair was a tie." if pairs and not _any_ties(groups, group, shots) else "")
+            + (" " + warning if warning else "")
         )))
     return blocks
 

@@ -7,6 +7,9 @@ files hold them) into what a cell shows:
   interval  one seed: Wilson (k of n) for 0/1 accuracy, a percentile bootstrap over the
             documents (bits/byte, perplexities: Σ loglik / Σ bytes) or examples otherwise;
             several seeds: the mean's t interval over the seeds' scores.
+  test      harness.statistics' choice by the seeds there are ("auto"), or the one the report
+            asks for (`arches report <folder> report.test=...`); a test the seeds cannot support
+            is refused in one line naming the row and the seeds it needs.
   bold      the highest point estimate (lowest for lower-is-better metrics).
   ★         significantly better than every other ranked variant, Holm over all pairs of the row.
   †         significantly worse than the bold variant, same Holm family.
@@ -17,6 +20,7 @@ files hold them) into what a cell shows:
 from __future__ import annotations
 
 import math
+import numbers
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -28,6 +32,7 @@ from harness.statistics import (
     align,
     beats_chance,
     compare_row,
+    compare_scores,
     mark_row,
     metric_kind,
     seed_summary,
@@ -50,6 +55,9 @@ class RowStats:
     p_vs_best: dict = field(default_factory=dict)  # variant -> Holm-adjusted p against the bold variant
     test: str | None = None  # the pairwise test, for the legend
     at_chance: bool | None = None  # True: no variant beats chance; None: not tested (no chance level or outcomes)
+    comparisons: dict = field(default_factory=dict)  # (a, b) -> Comparison, every pair of the ranked variants
+    adjusted: dict = field(default_factory=dict)  # (a, b) -> Holm-adjusted p, over the same pairs
+    anchor: str | None = None  # whom † and p_vs_best are against: the first bold variant
 
 
 def _number(value: Any) -> bool:
@@ -76,10 +84,12 @@ def usable(outcomes: dict[str, Outcomes], kind) -> bool:
 
 
 def row_stats(values: dict[str, dict], outcomes: dict[str, Outcomes] | None, metric: str, higher: bool,
-              ranked: list[str], chance: float | None, n: dict[str, int | None]) -> RowStats:
+              ranked: list[str], chance: float | None, n: dict[str, int | None], test: str = "auto") -> RowStats:
     """A row's intervals and marks. `values`: variant -> {seed: lm-eval score}; `outcomes`:
     variant -> {seed: {doc_id: value}} for every variant with a samples file at every seed
-    (None where some has none); `ranked`: the variants compared (PLL figures are not)."""
+    (None where some has none); `ranked`: the variants compared (PLL figures are not); `test`:
+    harness.statistics' pairwise test (TESTS). The sign-flip test needs only the seeds' scores,
+    so it also marks rows without outcomes."""
     kind = metric_kind_of(metric, higher, outcomes)
     if outcomes is not None and not usable(outcomes, kind):
         outcomes = None
@@ -89,13 +99,19 @@ def row_stats(values: dict[str, dict], outcomes: dict[str, Outcomes] | None, met
             variant, seeds, outcomes, kind, n.get(variant))
     estimates = {v: sum(values[v].values()) / len(values[v]) for v in ranked}
     compared = {v: outcomes[v] for v in ranked} if outcomes is not None else None
+    comparisons = None
     if len(estimates) >= 2 and compared is not None:
-        row = compare_row(compared, kind)
-        marks = mark_row(estimates, row.comparisons, higher)  # bold on the scores the table shows
+        comparisons = compare_row(compared, kind, test).comparisons
+    elif len(estimates) >= 2 and test == "sign_flip" and all(_integer_seeds(values[v]) for v in ranked):
+        comparisons = {(a, b): compare_scores(values[a], values[b], "sign_flip", names=(a, b))
+                       for i, a in enumerate(ranked) for b in ranked[i + 1:]}
+    if comparisons is not None:
+        marks = mark_row(estimates, comparisons, higher)  # bold on the scores the table shows
+        stats.comparisons, stats.adjusted, stats.anchor = comparisons, marks.adjusted, marks.anchor
         stats.bold, stats.star, stats.dagger = marks.bold, marks.star, marks.dagger
         stats.p_vs_best = {v: p for (a, b), p in marks.adjusted.items() for v in (a, b)
                            if marks.anchor in (a, b) and v != marks.anchor}
-        stats.test = "; ".join(sorted({c.test for c in row.comparisons.values()}))
+        stats.test = "; ".join(sorted({c.test for c in comparisons.values()}))
     elif estimates:
         sign = 1 if higher else -1
         top = max(sign * e for e in estimates.values())
@@ -108,6 +124,10 @@ def row_stats(values: dict[str, dict], outcomes: dict[str, Outcomes] | None, met
     if stats.at_chance:
         stats.star = None
     return stats
+
+
+def _integer_seeds(seeds: dict) -> bool:
+    return all(isinstance(s, numbers.Integral) and not isinstance(s, bool) for s in seeds)
 
 
 def _interval(variant: str, seeds: dict, outcomes: dict | None, kind, n: int | None) -> tuple[float, float, str]:

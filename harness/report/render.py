@@ -43,6 +43,8 @@ def render_markdown(blocks: list[tuple[str, Any]]) -> str:
     return "\n\n".join(parts) + "\n"
 
 
+PROSE_CELL = 60  # characters: a cell longer than this is running text, not a number with its interval
+
 CSS = """
 body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1400px; padding: 0 1em; color: #222; }
 table { border-collapse: collapse; font-size: 0.85em; margin: 1em 0; }
@@ -51,6 +53,7 @@ th { background: #f2f2f2; }
 tr:nth-child(even) td { background: #fafafa; }
 img { max-width: 100%; border: 1px solid #eee; margin: 0.5em 0; }
 .scroll { overflow-x: auto; }
+.prose td { white-space: normal; min-width: 14em; vertical-align: top; }
 code { background: #f4f4f4; padding: 0 0.2em; }
 """
 
@@ -71,7 +74,9 @@ def render_html(blocks: list[tuple[str, Any]], title: str) -> str:
         elif kind == "table":
             table_html = content.to_html(index=False, border=0, escape=True)
             table_html = re.sub(r"\*\*(.+?)\*\*", r"<b>\1</b>", table_html)  # a cell's bold best estimate
-            parts.append('<div class="scroll">' + table_html + "</div>")
+            # numbers stay on one line; a table of running text (the Samples) wraps instead of scrolling
+            prose = any(len(str(value)) > PROSE_CELL for value in content.to_numpy().ravel())
+            parts.append(f'<div class="scroll{" prose" if prose else ""}">' + table_html + "</div>")
         elif kind == "img":
             alt, _, png = content
             data = base64.b64encode(png).decode("ascii")

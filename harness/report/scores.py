@@ -11,10 +11,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from arches.errors import UserError
 from harness import store
-from harness.report import marks
+from harness.report import comparisons, marks
 from harness.report.formatting import MISSING, _number, sig3
 from harness.report.marks import CHANCE_FLAG, cell_text, marks_text
+from harness.report.mismatch import WARNING, WARNING_COLUMN
 
 MULTIPLE_CHOICE_METRICS = ("acc_norm", "acc")  # acc_norm preferred: length-normalised (lm-eval)
 LIKELIHOOD_METRICS = ("bits_per_byte", "byte_perplexity", "word_perplexity", "perplexity")  # lower is better
@@ -125,35 +127,57 @@ def score_cells(long: pd.DataFrame) -> dict[tuple[str, int], tuple[str, dict[str
     return cells
 
 
-def score_table(long: pd.DataFrame, comparer: Comparer | None = None) -> pd.DataFrame:
-    """task × shots × variant: mean, 95% interval, chance, and the row's marks (harness.report.marks).
+def score_table(long: pd.DataFrame, comparer: Comparer | None = None, test: str = "auto") -> pd.DataFrame:
+    """task × shots × variant: mean, 95% interval, chance, the row's marks (harness.report.marks) and each
+    variant's difference from the bold one with Holm's p, the table's BH q and the MDE (harness.report.comparisons).
 
     Pseudo-log-likelihood figures (encoder) are shown but not ranked against true likelihoods.
+    `test` is the pairwise test (harness.statistics.TESTS; `arches report ... report.test=`).
     """
     comparer = comparer or Comparer()
     chance = long.groupby("task")["chance"].first().to_dict() if len(long) else {}
-    rows = []
+    rows, row_pairs, anchors = [], {}, {}
     for (task, shots), (metric, cells) in score_cells(long).items():
-        rows += marked_rows(task, shots, metric, cells, chance.get(task), comparer)
+        marked, stats = _marked_rows(task, shots, metric, cells, chance.get(task), comparer, None, test)
+        rows += marked
+        row_pairs[(task, shots)] = {pair: c.p for pair, c in stats.comparisons.items()}
+        anchors[(task, shots)] = stats.anchor
+    q, _ = comparisons.table_q(row_pairs, anchors)  # Benjamini–Hochberg across every pair of the table
+    for row in rows:
+        row["q_bh"] = q.get((row["task"], row["shots"], row["variant"]), math.nan)
     return pd.DataFrame(rows, columns=SCORE_COLUMNS)
 
 
+# p_vs_best is p_holm (its older name, kept for readers of older files); diff = variant − vs, the bold variant
 SCORE_COLUMNS = ["task", "shots", "metric", "higher_is_better", "chance", "variant", "n_seeds", "mean", "low", "high",
-                 "ci95", "interval", "pll", "bold", "best", "p_vs_best", "significant", "test", "at_chance"]
+                 "ci95", "interval", "pll", "bold", "best", "p_vs_best", "significant", "test", "at_chance",
+                 "vs", "diff", "diff_low", "diff_high", "p_raw", "p_holm", "q_bh", "mde", "mismatch"]
 
 
 def marked_rows(task: str, shots: int, metric: str, cells: dict[str, Cell], chance: Any, comparer: Comparer,
-                outcomes: dict | None = None) -> list[dict]:
+                outcomes: dict | None = None, test: str = "auto") -> list[dict]:
     """score_table's rows of one (task, shots): each variant's interval and marks. `outcomes`
     replaces the cells' samples files (a group's mean pools its tasks')."""
+    return _marked_rows(task, shots, metric, cells, chance, comparer, outcomes, test)[0]
+
+
+def _marked_rows(task: str, shots: int, metric: str, cells: dict[str, Cell], chance: Any, comparer: Comparer,
+                 outcomes: dict | None, test: str) -> tuple[list[dict], marks.RowStats]:
     higher = higher_is_better(metric)
     ranked = [v for v, c in cells.items() if not _is_pll(metric, c.family)]
     if outcomes is None:
         outcomes = comparer.outcomes(list(cells.values()), metric)
-    n = {v: next((k for k in c.n.values() if isinstance(k, (int, np.integer))), None) for v, c in cells.items()}
-    stats = marks.row_stats({v: c.values for v, c in cells.items()}, outcomes, metric, higher, ranked,
-                                   chance if _number(chance) else None, {v: int(k) if k is not None else None
-                                                                         for v, k in n.items()})
+    # examples scored: a count, also where pandas made it a float beside a missing one
+    n = {v: next((int(k) for k in c.n.values() if _number(k) and float(k).is_integer()), None)
+         for v, c in cells.items()}
+    values = {v: c.values for v, c in cells.items()}
+    try:
+        stats = marks.row_stats(values, outcomes, metric, higher, ranked, chance if _number(chance) else None, n,
+                                test)
+    except UserError as error:
+        if test == "auto":
+            raise
+        raise UserError(f"report.test={test} cannot compare {task} {shots}-shot: {error}") from None
     rows = []
     for variant, cell in cells.items():
         low, high = stats.low[variant], stats.high[variant]
@@ -166,8 +190,11 @@ def marked_rows(task: str, shots: int, metric: str, cells: dict[str, Cell], chan
             "bold": variant in stats.bold, "best": variant == stats.star, "p_vs_best": p,
             "significant": variant in stats.dagger, "test": stats.test if p is not None else None,
             "at_chance": stats.at_chance,
+            **comparisons.versus_anchor(stats, variant, values if variant in ranked else {}, metric, higher,
+                                        n.get(variant)),
+            "mismatch": None,  # harness.report.mismatch's warning, where the report shows a mismatched row
         })
-    return rows
+    return rows, stats
 
 
 def score_display(table: pd.DataFrame, variants: list[str]) -> pd.DataFrame:
@@ -191,7 +218,12 @@ def score_display(table: pd.DataFrame, variants: list[str]) -> pd.DataFrame:
             text = cell_text(cell["mean"], cell["low"], cell["high"], bool(cell["bold"]), sig3)
             row[variant] = text + (" (PLL)" if cell["pll"] else marks_text(bool(cell["best"]), bool(cell["significant"])))
         rows.append(row)
-    return pd.DataFrame(rows, columns=["task", "shots", "metric", "chance", *variants])
+    display = pd.DataFrame(rows, columns=["task", "shots", "metric", "chance", *variants])
+    if "mismatch" in table and table["mismatch"].notna().any():  # shown on request: report.allow_mismatch=true
+        flagged = {(t, int(s)) for t, s, m in zip(table["task"], table["shots"], table["mismatch"]) if pd.notna(m)}
+        display[WARNING_COLUMN] = [WARNING if (t, int(s)) in flagged else ""
+                                   for t, s in zip(display["task"], display["shots"])]
+    return display
 
 
 def scores_legend(table: pd.DataFrame) -> str:
