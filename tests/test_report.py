@@ -197,7 +197,22 @@ def test_seeds_with_outcomes_use_the_seeds_by_examples_test(tmp_path):
 
     assert table.loc["opt", "test"].startswith("seeds × examples t-test")
     assert table.loc["opt", "significant"] and table.loc["opt", "p_vs_best"] < 0.01  # t on 2 df: not tiny
-    assert table.loc["gpt", "best"] and table.loc["gpt", "interval"] == report_marks.SEEDS_T
+    assert table.loc["gpt", "best"] and table.loc["gpt", "interval"] == report_marks.CROSSED
+
+
+def test_seeds_that_agree_still_get_the_test_sets_uncertainty(tmp_path):
+    # three seeds at 0 of 100 (and three at exactly 20 of 100): the seeds' spread is 0, the test set's is not
+    for seed in range(3):
+        make_run(tmp_path, f"gpt-s{seed}", variant="gpt", seed=seed, scores={("cloze", 0): {"acc": 0.0}},
+                 samples={("cloze", 0): {"acc": [0] * 100}})
+        make_run(tmp_path, f"opt-s{seed}", variant="opt", seed=seed, scores={("cloze", 0): {"acc": 0.2}},
+                 samples={("cloze", 0): {"acc": outcomes(100, 20, offset=seed)}})
+
+    table = report.score_table(store.scores(tmp_path)).set_index("variant")
+
+    assert (table.loc["gpt", "low"], table.loc["gpt", "high"]) == pytest.approx((0.0, 0.0370), abs=1e-4)  # Wilson 0/100
+    assert table.loc["opt", "high"] - table.loc["opt", "low"] > 0.1  # at least Wilson's at 20/100: [0.133, 0.289]
+    assert table.loc["gpt", "interval"] == report_marks.CROSSED
 
 
 def test_one_seed_accuracy_gets_a_wilson_interval(tmp_path):

@@ -130,10 +130,10 @@ def test_report_options_parse_and_refuse_in_one_line():
     with pytest.raises(UserError, match=r"unknown report option 'report.tests'; valid: report.allow_mismatch, "
                                         r"report.test"):
         parse_options(["report.tests=crossed"])
-    with pytest.raises(UserError, match=r"report.test=bootstrap is not valid; choose one of: auto, crossed, "
+    with pytest.raises(UserError, match=r"report.test='bootstrap' must be one of: auto, crossed, "
                                         r"multi_bootstrap, sign_flip, examples"):
         parse_options(["report.test=bootstrap"])
-    with pytest.raises(UserError, match=r"report.allow_mismatch=yes is not valid; choose one of: true, false"):
+    with pytest.raises(UserError, match=r"report.allow_mismatch='yes' must be true or false"):
         parse_options(["report.allow_mismatch=yes"])
     with pytest.raises(UserError, match=r"expected report.key=value"):
         parse_options(["crossed"])

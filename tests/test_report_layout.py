@@ -37,14 +37,15 @@ def test_variants_table_is_mean_and_sd_over_seeds(tmp_path):
     table = variants_display(runs, ["bert", "gpt"], store.load_baseline(tmp_path)).set_index("variant")
 
     gpt = table.loc["gpt"]
-    sd = statistics.stdev([3.20, 3.25, 3.30])
-    assert gpt["val loss (objective)"] == f"3.25 ± {sd:#.3g} (lm)"
+    assert statistics.stdev([3.20, 3.25, 3.30]) == pytest.approx(0.05)
+    assert gpt["val loss (objective)"] == "3.25 ± 0.05 (lm)"  # the sd to the mean's decimals
     assert gpt["seeds"] == "3"
     assert table.loc["bert", "held-out bits/byte"].endswith("(PLL)")  # the encoder's is a pseudo-likelihood
     assert table.loc["unigram baseline", "val loss (objective)"] == "7.10 (unigram)"
     # the comparison's columns first (issue 16, item 9)
     assert list(table.reset_index().columns[:5]) == ["variant", "family", "seeds", "params", "FLOPs/token"]
     assert mean_sd_text([1.0]) == "1.00" and mean_sd_text([]) == report.MISSING
+    assert mean_sd_text([2.470, 2.471, 2.472]) == "2.47 ± 0.001"  # never '± 0.00'
 
 
 def test_knobs_table_shows_only_what_differs(tmp_path):

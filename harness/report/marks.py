@@ -6,7 +6,9 @@ files hold them) into what a cell shows:
 
   interval  one seed: Wilson (k of n) for 0/1 accuracy, a percentile bootstrap over the
             documents (bits/byte, perplexities: Σ loglik / Σ bytes) or examples otherwise;
-            several seeds: the mean's t interval over the seeds' scores.
+            several seeds: the mean's t interval counting seeds and examples (the crossed
+            seeds × examples variance) where the outcomes are recorded, else over the seeds'
+            scores; for accuracy never narrower than Wilson's at its n.
   test      harness.statistics' choice by the seeds there are ("auto"), or the one the report
             asks for (`arches report <folder> report.test=...`); a test the seeds cannot support
             is refused in one line naming the row and the seeds it needs.
@@ -33,6 +35,7 @@ from harness.statistics import (
     beats_chance,
     compare_row,
     compare_scores,
+    crossed_interval,
     mark_row,
     metric_kind,
     seed_summary,
@@ -42,13 +45,14 @@ from harness.statistics.outcomes import METRIC_KINDS
 
 BEST_MARK, WORSE_MARK, CHANCE_FLAG = "★", "†", "≈ chance"
 WILSON, DOC_BOOT, EXAMPLE_BOOT, SEEDS_T = "wilson", "document bootstrap", "example bootstrap", "t over seeds"
+CROSSED = "t over seeds × examples"
 
 
 @dataclass
 class RowStats:
     low: dict = field(default_factory=dict)  # variant -> interval bound (nan: none)
     high: dict = field(default_factory=dict)
-    interval: dict = field(default_factory=dict)  # variant -> WILSON | DOC_BOOT | EXAMPLE_BOOT | SEEDS_T | "none"
+    interval: dict = field(default_factory=dict)  # variant -> WILSON | DOC_BOOT | EXAMPLE_BOOT | CROSSED | SEEDS_T | "none"
     bold: tuple = ()
     star: str | None = None
     dagger: tuple = ()
@@ -130,10 +134,25 @@ def _integer_seeds(seeds: dict) -> bool:
     return all(isinstance(s, numbers.Integral) and not isinstance(s, bool) for s in seeds)
 
 
+def _with_wilson_floor(low: float, high: float, mean: float, kind, n: int | None) -> tuple[float, float]:
+    """An accuracy's interval never narrower than Wilson's at its n: seeds only add variance to the test
+    set's, and when every seed scores alike (0 of 100 three times) the seeds' spread is 0, which would
+    show '0.00 [0.00, 0.00]'."""
+    if not (kind.proportion and isinstance(n, int) and n > 0 and _number(mean) and 0 <= mean <= 1):
+        return low, high
+    floor = wilson(int(round(mean * n)), n)
+    return min(low, floor.low), max(high, floor.high)
+
+
 def _interval(variant: str, seeds: dict, outcomes: dict | None, kind, n: int | None) -> tuple[float, float, str]:
     if len(seeds) >= 2:
+        mean = sum(seeds.values()) / len(seeds)
+        if outcomes is not None:  # seeds and the shared test set, both (Bouthillier et al. 2021; Sellam et al. 2022)
+            table = align({variant: outcomes[variant]}, kind)[variant]
+            result = crossed_interval(table, kind)
+            return (*_with_wilson_floor(result.low, result.high, mean, kind, table.n), CROSSED)
         summary = seed_summary(list(seeds.values()))
-        return summary.low, summary.high, SEEDS_T
+        return (*_with_wilson_floor(summary.low, summary.high, mean, kind, n), SEEDS_T)
     if outcomes is not None:
         table = align({variant: outcomes[variant]}, kind)[variant]
         if kind.proportion:
@@ -179,14 +198,16 @@ _METHOD_WORDS = {
     WILSON: "a Wilson 95% interval of k correct of n (one seed)",
     DOC_BOOT: "a percentile bootstrap 95% interval over documents of Σ log-likelihood / Σ bytes (one seed)",
     EXAMPLE_BOOT: "a percentile bootstrap 95% interval over examples (one seed)",
-    SEEDS_T: "the mean over seeds with its t 95% interval over the seeds' scores",
+    CROSSED: ("the mean over seeds with its t 95% interval counting both the seeds and the shared test set "
+              "(seeds × examples; for accuracy never narrower than Wilson's at its n)"),
+    SEEDS_T: "the mean over seeds with its t 95% interval over the seeds' scores (no per-example outcomes)",
 }
 
 
 def legend(methods: set, tests: set, one_seed: bool, any_untested: bool) -> str:
     """The table's legend: its interval types, the mark rule with its family-wise correction, and
     what a one-seed table leaves out."""
-    used = [_METHOD_WORDS[m] for m in (WILSON, DOC_BOOT, EXAMPLE_BOOT, SEEDS_T) if m in methods]
+    used = [_METHOD_WORDS[m] for m in (WILSON, DOC_BOOT, EXAMPLE_BOOT, CROSSED, SEEDS_T) if m in methods]
     if one_seed:  # the caveat each one-seed test label carries is said once, at the end
         tests = {test.removesuffix(f": {ONE_SEED_NOTE}") for test in tests}
     text = ("Each cell is the score [its 95% interval's bounds], intervals need not be symmetric: "

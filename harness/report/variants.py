@@ -32,7 +32,11 @@ def mean_sd_text(values: list[float]) -> str:
         return MISSING
     if len(values) == 1:
         return sig3(values[0])
-    return f"{sig3(stats.fmean(values))} ± {sig3(stats.stdev(values))}"
+    mean, sd = stats.fmean(values), stats.stdev(values)
+    text = sig3(mean)
+    places = len(text.split(".")[1]) if "." in text else 0
+    # the sd to the mean's decimals (2.47 ± 0.01), or one significant digit where that would read 0
+    return f"{text} ± {sd:.{places}f}" if round(sd, places) > 0 else f"{text} ± {sd:.1g}"
 
 
 def _first(runs: list[dict], key: str) -> Any:
