@@ -126,7 +126,10 @@ COMMANDS: dict[str, CommandHelp] = {
               ("eval.tasks", "lm-eval task names; a trailing ? makes a task optional"),
               ("eval.num_fewshot", "shot counts, each scored separately"),
               ("eval.limit", "examples per task: a number, null (all) or auto (all on a GPU, eval.cpu_limit on a CPU)"),
-              ("eval.batch_size", "requests per forward pass, or auto"), ("eval.device", "auto, cpu or cuda")),
+              ("eval.batch_size", "requests per forward pass, or auto"), ("eval.device", "auto, cpu or cuda"),
+              ("eval.alternative_formats", "true: the 0-shot multiple choice again in the family's other format "
+                                           "(the report's ranking robustness)"),
+              ("eval.generations", "held-out prompts continued greedily (the report's Samples); 0: none")),
         options=(CFG_OPTION,),
         examples=("arches eval run=results/<run>", "arches eval run=results/<run> eval=quick",
                   "arches eval run=results/<run> eval.tasks=[corpus_cloze,hyperbaton] eval.num_fewshot=[0,5]"),

@@ -167,12 +167,12 @@ def test_ci_over_seeds_is_a_t_interval_by_hand(tmp_path):
     assert gpt["high"] - gpt["mean"] == pytest.approx(T_975_DF2 * 0.05 / math.sqrt(3), rel=1e-9)
     assert gpt["interval"] == report_marks.SEEDS_T
     shown = report.score_display(table, ["gpt", "opt"]).iloc[0]
-    assert shown["gpt"] == "**0.550** [0.426, 0.674]"  # bold: the highest estimate; no ★ without a test
+    assert shown["gpt"] == "**0.550** ± 0.050 [0.426, 0.674]"  # mean ± sd over seeds [interval]; bold: the highest
     assert shown["chance"] == "0.500"
     opt = _rows(table, variant="opt").iloc[0]
     # every seed favours gpt by 0.1, but three seeds' scores alone, without outcomes, carry no test
     assert opt["test"] is None and not opt["significant"]
-    assert shown["opt"] == "0.450 [0.326, 0.574]"
+    assert shown["opt"] == "0.450 ± 0.050 [0.326, 0.574]"
 
 
 def test_seeds_scores_alone_carry_no_marks(tmp_path):

@@ -35,7 +35,7 @@ def _ties(leaves: pd.DataFrame, task: str, variant: str) -> float | None:
 
 
 def _cell_text(cell: pd.Series, ties: float | None) -> str:
-    text = marks.cell_text(cell["mean"], cell["low"], cell["high"], bool(cell["bold"]), sig3)
+    text = marks.cell_text(cell["mean"], cell["low"], cell["high"], bool(cell["bold"]), sig3, cell.get("sd"))
     text += marks.marks_text(bool(cell["best"]), bool(cell["significant"]))
     return text + (f" (ties {ties:.1%})" if ties else "")
 

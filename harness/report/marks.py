@@ -178,15 +178,18 @@ def _decimals(text: str) -> int:
     return len(text.split(".")[1]) if "." in text else 0
 
 
-def cell_text(estimate: float, low: float, high: float, bold: bool, sig3) -> str:
+def cell_text(estimate: float, low: float, high: float, bold: bool, sig3, sd: float | None = None) -> str:
     """'**0.612** [0.580, 0.640]': the estimate to 3 significant digits (bold where best), its
     interval's bounds to the same decimals; intervals need not be symmetric (Wilson at 0/100 is
-    [0, 0.037]), so every cell shows its bounds, never '± 0.00'."""
+    [0, 0.037]), so every cell shows its bounds, never '± 0.00'. Over several seeds the sd over
+    the seeds' scores comes between them: '0.612 ± 0.010 [0.570, 0.654]'."""
     text = sig3(estimate)
     shown = f"**{text}**" if bold else text
+    places = _decimals(text)
+    if _number(sd):
+        shown += f" ± {sd:.{places}f}" if round(sd, places) > 0 else f" ± {sd:.1g}"
     if not (_number(low) and _number(high)):
         return shown
-    places = _decimals(text)
     return f"{shown} [{low:.{places}f}, {high:.{places}f}]"
 
 
@@ -210,7 +213,8 @@ def legend(methods: set, tests: set, one_seed: bool, any_untested: bool) -> str:
     used = [_METHOD_WORDS[m] for m in (WILSON, DOC_BOOT, EXAMPLE_BOOT, CROSSED, SEEDS_T) if m in methods]
     if one_seed:  # the caveat each one-seed test label carries is said once, at the end
         tests = {test.removesuffix(f": {ONE_SEED_NOTE}") for test in tests}
-    text = ("Each cell is the score [its 95% interval's bounds], intervals need not be symmetric: "
+    text = ("Each cell is the score" + (" ± the sd over its seeds" if not one_seed else "")
+            + " [its 95% interval's bounds], intervals need not be symmetric: "
             + ("; ".join(used) if used else "no interval could be computed") + ". "
             + "**Bold**: the highest point estimate (lowest for ↓), significant or not. "
             + f"{BEST_MARK}: significantly better than every other variant of the row; {WORSE_MARK}: significantly "

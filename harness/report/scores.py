@@ -50,6 +50,11 @@ class Cell:
     def mean(self) -> float:
         return float(np.mean(list(self.values.values())))
 
+    @property
+    def sd(self) -> float:
+        """The sample standard deviation over seeds (nan at one seed)."""
+        return float(np.std(list(self.values.values()), ddof=1)) if len(self.values) >= 2 else math.nan
+
 
 class Comparer:
     """Per-example outcomes (lm-eval samples files), loaded once per file and metric, and aligned by doc_id."""
@@ -149,7 +154,8 @@ def score_table(long: pd.DataFrame, comparer: Comparer | None = None, test: str 
 
 
 # p_vs_best is p_holm (its older name, kept for readers of older files); diff = variant − vs, the bold variant
-SCORE_COLUMNS = ["task", "shots", "metric", "higher_is_better", "chance", "variant", "n_seeds", "mean", "low", "high",
+SCORE_COLUMNS = ["task", "shots", "metric", "higher_is_better", "chance", "variant", "n_seeds", "mean", "sd", "low",
+                 "high",
                  "ci95", "interval", "pll", "bold", "best", "p_vs_best", "significant", "test", "at_chance",
                  "vs", "diff", "diff_low", "diff_high", "p_raw", "p_holm", "q_bh", "mde", "mismatch"]
 
@@ -184,7 +190,7 @@ def _marked_rows(task: str, shots: int, metric: str, cells: dict[str, Cell], cha
         p = stats.p_vs_best.get(variant)
         rows.append({
             "task": task, "shots": shots, "metric": metric, "higher_is_better": higher, "chance": chance,
-            "variant": variant, "n_seeds": len(cell.values), "mean": cell.mean, "low": low, "high": high,
+            "variant": variant, "n_seeds": len(cell.values), "mean": cell.mean, "sd": cell.sd, "low": low, "high": high,
             "ci95": max(cell.mean - low, high - cell.mean) if _number(low) else math.nan,  # plots' error bars
             "interval": stats.interval[variant], "pll": _is_pll(metric, cell.family),
             "bold": variant in stats.bold, "best": variant == stats.star, "p_vs_best": p,
@@ -215,7 +221,7 @@ def score_display(table: pd.DataFrame, variants: list[str]) -> pd.DataFrame:
                 row[variant] = MISSING
                 continue
             cell = match.iloc[0]
-            text = cell_text(cell["mean"], cell["low"], cell["high"], bool(cell["bold"]), sig3)
+            text = cell_text(cell["mean"], cell["low"], cell["high"], bool(cell["bold"]), sig3, cell["sd"])
             row[variant] = text + (" (PLL)" if cell["pll"] else marks_text(bool(cell["best"]), bool(cell["significant"])))
         rows.append(row)
     display = pd.DataFrame(rows, columns=["task", "shots", "metric", "chance", *variants])
