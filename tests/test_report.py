@@ -213,6 +213,7 @@ def test_seeds_that_agree_still_get_the_test_sets_uncertainty(tmp_path):
     assert (table.loc["gpt", "low"], table.loc["gpt", "high"]) == pytest.approx((0.0, 0.0370), abs=1e-4)  # Wilson 0/100
     assert table.loc["opt", "high"] - table.loc["opt", "low"] > 0.1  # at least Wilson's at 20/100: [0.133, 0.289]
     assert table.loc["gpt", "interval"] == report_marks.CROSSED
+    assert report.score_display(table.reset_index(), ["gpt", "opt"]).iloc[0]["gpt"].startswith("0.00 ± 0 [0.00, 0.04]")
 
 
 def test_one_seed_accuracy_gets_a_wilson_interval(tmp_path):
@@ -308,7 +309,7 @@ def test_report_states_the_rule_the_correction_and_the_intervals(tmp_path):
     # n: 200 examples; Wilson 160/200 = [0.7391, 0.8495] and 80/200 = [0.3346, 0.4692], to the estimate's 3 decimals
     assert ("| hyperbaton | 0 | acc_norm ↑ | 0.500 | 200 | **0.800** [0.739, 0.850] ★ | 0.400 [0.335, 0.469] † |"
             in markdown)
-    assert "<b>0.800</b> [0.739, 0.850] ★" in (tmp_path / "report.html").read_text()  # bold in HTML too
+    assert "<b>0.800</b><br>[0.739, 0.850] ★" in (tmp_path / "report.html").read_text()  # bold in HTML too
 
 
 def _three_variants(folder: Path, extra: int) -> pd.DataFrame:
@@ -396,3 +397,14 @@ def test_report_command_prints_the_path_last(tmp_path, capsys):
     assert capsys.readouterr().out.strip().splitlines()[-1] == str(tmp_path / "report.md")
     with pytest.raises(UserError, match="expected one results folder"):
         report.report_command([])
+
+
+def test_a_crossed_interval_on_accuracy_stays_within_zero_and_one(tmp_path):
+    # the same 1 of 100 at every seed: the crossed t interval (2 df) alone is 0.01 ± 0.043, below 0
+    for seed in range(3):
+        make_run(tmp_path, f"gpt-s{seed}", variant="gpt", seed=seed, scores={("cloze", 0): {"acc": 0.01}},
+                 samples={("cloze", 0): {"acc": outcomes(100, 1)}})
+
+    row = report.score_table(store.scores(tmp_path)).iloc[0]
+
+    assert row["low"] == 0.0 and 0.0 < row["high"] < 1.0

@@ -141,7 +141,7 @@ def _with_wilson_floor(low: float, high: float, mean: float, kind, n: int | None
     if not (kind.proportion and isinstance(n, int) and n > 0 and _number(mean) and 0 <= mean <= 1):
         return low, high
     floor = wilson(int(round(mean * n)), n)
-    return min(low, floor.low), max(high, floor.high)
+    return max(0.0, min(low, floor.low)), min(1.0, max(high, floor.high))  # an accuracy lies in [0, 1]
 
 
 def _interval(variant: str, seeds: dict, outcomes: dict | None, kind, n: int | None) -> tuple[float, float, str]:
@@ -186,8 +186,9 @@ def cell_text(estimate: float, low: float, high: float, bold: bool, sig3, sd: fl
     text = sig3(estimate)
     shown = f"**{text}**" if bold else text
     places = _decimals(text)
-    if _number(sd):
-        shown += f" ± {sd:.{places}f}" if round(sd, places) > 0 else f" ± {sd:.1g}"
+    if _number(sd):  # seeds that agree to rounding noise read ± 0, not ± 3e-17
+        shown += " ± 0" if sd <= 1e-9 * max(1.0, abs(estimate)) else (
+            f" ± {sd:.{places}f}" if round(sd, places) > 0 else f" ± {sd:.1g}")
     if not (_number(low) and _number(high)):
         return shown
     return f"{shown} [{low:.{places}f}, {high:.{places}f}]"

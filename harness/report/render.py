@@ -43,6 +43,8 @@ def render_markdown(blocks: list[tuple[str, Any]]) -> str:
     return "\n\n".join(parts) + "\n"
 
 
+_NUMBER = r"([−+-]?\d[\d.]*(?:e[−+-]?\d+)?)"
+INTERVAL = re.compile(rf" \[{_NUMBER}, {_NUMBER}\]")  # ' [0.580, 0.640]' after a cell's estimate
 PROSE_CELL = 60  # characters: a cell longer than this is running text, not a number with its interval
 
 CSS = """
@@ -74,6 +76,8 @@ def render_html(blocks: list[tuple[str, Any]], title: str) -> str:
         elif kind == "table":
             table_html = content.to_html(index=False, border=0, escape=True)
             table_html = re.sub(r"\*\*(.+?)\*\*", r"<b>\1</b>", table_html)  # a cell's bold best estimate
+            # an estimate's interval goes under it, so a row of six variants fits a 1400 px window
+            table_html = INTERVAL.sub(r"<br>[\1, \2]", table_html)
             # numbers stay on one line; a table of running text (the Samples) wraps instead of scrolling
             prose = any(len(str(value)) > PROSE_CELL for value in content.to_numpy().ravel())
             parts.append(f'<div class="scroll{" prose" if prose else ""}">' + table_html + "</div>")

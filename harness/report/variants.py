@@ -36,6 +36,8 @@ def mean_sd_text(values: list[float]) -> str:
     text = sig3(mean)
     places = len(text.split(".")[1]) if "." in text else 0
     # the sd to the mean's decimals (2.47 ± 0.01), or one significant digit where that would read 0
+    if sd <= 1e-9 * max(1.0, abs(mean)):
+        return f"{text} ± 0"
     return f"{text} ± {sd:.{places}f}" if round(sd, places) > 0 else f"{text} ± {sd:.1g}"
 
 
