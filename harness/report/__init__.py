@@ -16,6 +16,8 @@ live config, and writes into the folder, each file atomically:
 One concern per module; the statistics themselves are `harness.statistics` (no tables,
 plots or HTML there):
 
+    summary      the opening: what is and is not significant after correction, what could not be seen
+    variants     one row per variant (mean ± sd over seeds) and the knobs that differ
     formatting   numbers as the tables show them
     scores       the score tables: primary metric, cells, intervals and marks per row
     marks        a row's intervals and ★ / † / bold / ≈ chance, from harness.statistics
@@ -23,7 +25,10 @@ plots or HTML there):
     mismatch     rows whose runs were scored under different settings: refused, or shown with a warning
     options      `arches report <folder> report.key=value`: report.allow_mismatch, report.test
     groups       task groups (the minimal pairs, BLiMP): each task beside the group's mean
-    runs         the runs table: parameters, FLOPs, tokens, losses, knobs
+    runs         the per-run table: parameters, FLOPs, tokens, losses, status
+    robustness   the families' order under other scoring rules, and where it flips (choices: the
+                 per-choice log-likelihoods it reads from the samples files)
+    samples      each variant's greedy continuations of the same held-out prompts
     wang2022     the findings of the wang2022 experiment (Wang et al. 2022)
     seeds        the seed values behind every mean (seeds.csv, the plots' dots)
     plots        matplotlib figures as PNG bytes
@@ -35,27 +40,11 @@ plots or HTML there):
 from harness.report.document import USAGE, report_command, write_report
 from harness.report.formatting import MISSING, duration, p_text, si, sig3, signed
 from harness.report.runs import (
-                                 flops_matching,
-                                 held_out_bpb,
-                                 runs_display,
-                                 runs_raw,
-                                 scoring_formats,
-                                 variant_order,
-                                 varying_knobs,
+    flops_matching, held_out_bpb, runs_display, runs_raw, scoring_formats, variant_order, varying_knobs,
 )
 from harness.report.scores import (
-                                 LIKELIHOOD_METRICS,
-                                 MULTIPLE_CHOICE_METRICS,
-                                 SCORE_COLUMNS,
-                                 Cell,
-                                 Comparer,
-                                 higher_is_better,
-                                 marked_rows,
-                                 primary_metric,
-                                 score_cells,
-                                 score_display,
-                                 score_table,
-                                 scores_legend,
+    LIKELIHOOD_METRICS, MULTIPLE_CHOICE_METRICS, SCORE_COLUMNS, Cell, Comparer, higher_is_better, marked_rows,
+    primary_metric, score_cells, score_display, score_table, scores_legend,
 )
 from harness.report.wang2022 import WANG2022, wang2022_findings
 
