@@ -353,3 +353,16 @@ def test_bad_outcomes_are_one_line(row, kind, message):
     with pytest.raises(UserError, match=message) as error:
         st.align(row, kind)
     assert "\n" not in str(error.value)
+
+
+def test_seeds_that_agree_by_coincidence_do_not_make_the_crossed_test_certain():
+    # a beats b on exactly one document at every seed, a different one each time: the seeds' differences
+    # agree (0.01, 0.01, 0.01), so their spread alone is 0 and t would be infinite (p = 3e-307 before)
+    a = {seed: accuracy(outcomes(100, 1, offset=seed)) for seed in range(3)}
+    b = {seed: accuracy([0] * 100) for seed in range(3)}
+
+    result = st.compare(a, b, "accuracy")
+
+    assert result.test.startswith("seeds × examples t-test") and result.diff == pytest.approx(0.01)
+    assert result.se > 0 and result.p > ALPHA  # one document a seed is no evidence
+    assert st.cell_interval(a, "accuracy").low < 0.01 < st.cell_interval(a, "accuracy").high
