@@ -39,7 +39,8 @@ def test_the_name_is_a_function_of_what_shapes_training():
 def test_interrupted_train_prints_the_command_and_the_same_command_resumes(corpus, tmp_path):
     args = [*corpus, f"results_dir={tmp_path}", "arch=gpt", "size=debug", "trainer.max_steps=12",
             "train.checkpoint_interval=4", "train.val_interval=6"]  # fmt: skip
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "OMP_NUM_THREADS": "1",
+           "PYTHONFAULTHANDLER": "1"}
     flag = tmp_path.parent / f"{tmp_path.name}.paused"
     command = [sys.executable, "-m", "arches.cli", "train", *args]
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
@@ -50,7 +51,12 @@ def test_interrupted_train_prints_the_command_and_the_same_command_resumes(corpu
         assert time.time() < deadline, "the step-8 checkpoint was never written"
         time.sleep(0.2)
     process.send_signal(signal.SIGINT)  # Ctrl-C
-    _, err = process.communicate(timeout=120)
+    try:
+        _, err = process.communicate(timeout=300)
+    except subprocess.TimeoutExpired:  # seen once under CI load: show where every thread of the child waits
+        process.send_signal(signal.SIGABRT)  # PYTHONFAULTHANDLER dumps each thread's stack on SIGABRT
+        _, err = process.communicate(timeout=60)
+        pytest.fail(f"train did not exit within 300 s of Ctrl-C; its threads:\n{err[-6000:]}")
     assert process.returncode == 130, err[-3000:]
     (run_dir,) = [p for p in tmp_path.iterdir() if p.is_dir()]
     expected = shlex.join(["arches", "train", *args])
