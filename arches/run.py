@@ -65,7 +65,9 @@ def pause_point(name: str) -> None:
         Path(flag).write_text(f"{name}\n")
     print(f"arches: paused at {name} ({PAUSE_ENV})", file=sys.stderr, flush=True)
     while True:
-        time.sleep(3600)
+        # short sleeps: a signal the kernel hands to another thread (TensorBoard's writer) sets Python's
+        # pending flag without waking the main thread, whose one long sleep then never sees a Ctrl-C
+        time.sleep(0.05)
 
 
 def _umask() -> int:
