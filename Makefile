@@ -18,9 +18,10 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 
+# PYTHONWARNINGS hides setuptools' notice that an editable install is one (a boxed
+# paragraph with nothing to act on), so set-up prints only pip's progress.
 $(STAMP): $(BIN)/python pyproject.toml
 	$(BIN)/python -m pip install -q "$(TORCH)"
-	# setuptools' notice that every editable install is one (a boxed paragraph, no action to take)
 	PYTHONWARNINGS="ignore:Editable installation" $(BIN)/python -m pip install -q -e ".[dev]"
 	touch $(STAMP)
 
