@@ -79,3 +79,30 @@ def test_a_grid_with_failed_jobs_exits_non_zero_naming_them(tmp_path, capsys):
     last = capsys.readouterr().err.strip().splitlines()[-1]
     assert last.startswith("arches: error: 2 run(s) of the grid failed (gpt-debug-classics-seed0-")
     assert not [p for p in tmp_path.iterdir() if p.name != "multirun"]  # no run folder
+
+
+def test_a_paused_run_sees_a_ctrl_c_the_kernel_hands_to_another_thread(tmp_path):
+    # Linux gives a process's SIGINT to any thread not blocking it. Here the main thread blocks it, so
+    # the other thread takes it: Python's handler only sets the pending flag, and a main thread in one
+    # long sleep never returned to see it (the CI hang of the Ctrl-C test, with TensorBoard's writer).
+    flag = tmp_path / "paused"
+    script = (
+        "import signal, threading, time\n"
+        "from arches.run import pause_point\n"
+        "threading.Thread(target=time.sleep, args=(120,), daemon=True).start()\n"
+        "signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})\n"
+        "pause_point('checkpoint:run:8')\n"
+    )
+    env = {**os.environ, "ARCHES_TEST_PAUSE_AT": f"checkpoint:*:8@{flag}"}
+    process = subprocess.Popen([sys.executable, "-c", script], stderr=subprocess.PIPE, text=True, env=env)
+    deadline = time.time() + 60
+    while not flag.exists():
+        assert process.poll() is None and time.time() < deadline, process.stderr.read()
+        time.sleep(0.05)
+    process.send_signal(signal.SIGINT)
+    try:
+        _, err = process.communicate(timeout=20)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        pytest.fail("the paused process did not see the Ctrl-C")
+    assert "KeyboardInterrupt" in err
