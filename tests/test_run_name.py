@@ -36,6 +36,13 @@ def test_the_name_is_a_function_of_what_shapes_training():
     assert run_name(compose([*base, "run_name=mine"])) == "mine"
 
 
+def _ctrl_c_as_at_a_terminal() -> None:
+    """In the child, before exec: SIGINT's default action. A suite started in the background by a shell
+    without job control (`cmd &` in a script) inherits SIGINT ignored, and Python then installs no
+    KeyboardInterrupt handler, so the child would sleep through the test's Ctrl-C (seen: SigIgn had SIGINT)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def test_interrupted_train_prints_the_command_and_the_same_command_resumes(corpus, tmp_path):
     args = [*corpus, f"results_dir={tmp_path}", "arch=gpt", "size=debug", "trainer.max_steps=12",
             "train.checkpoint_interval=4", "train.val_interval=6"]  # fmt: skip
@@ -44,7 +51,8 @@ def test_interrupted_train_prints_the_command_and_the_same_command_resumes(corpu
     flag = tmp_path.parent / f"{tmp_path.name}.paused"
     command = [sys.executable, "-m", "arches.cli", "train", *args]
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                               env={**env, "ARCHES_TEST_PAUSE_AT": f"checkpoint:*:8@{flag}"})  # fmt: skip
+                               env={**env, "ARCHES_TEST_PAUSE_AT": f"checkpoint:*:8@{flag}"},
+                               preexec_fn=_ctrl_c_as_at_a_terminal)  # fmt: skip
     deadline = time.time() + 300
     while not flag.exists():
         assert process.poll() is None, process.stderr.read()[-3000:]
@@ -94,7 +102,8 @@ def test_a_paused_run_sees_a_ctrl_c_the_kernel_hands_to_another_thread(tmp_path)
         "pause_point('checkpoint:run:8')\n"
     )
     env = {**os.environ, "ARCHES_TEST_PAUSE_AT": f"checkpoint:*:8@{flag}"}
-    process = subprocess.Popen([sys.executable, "-c", script], stderr=subprocess.PIPE, text=True, env=env)
+    process = subprocess.Popen([sys.executable, "-c", script], stderr=subprocess.PIPE, text=True, env=env,
+                               preexec_fn=_ctrl_c_as_at_a_terminal)
     deadline = time.time() + 60
     while not flag.exists():
         assert process.poll() is None and time.time() < deadline, process.stderr.read()
