@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from arches.errors import UserError
-from harness.eval_records import EVAL_DIR, record_entries, write_results
+from harness.eval_records import EVAL_DIR, record_entries, scored_pass, write_results
 
 RECORD_KEY = "alternatives"  # run.json's key, beside `evals`
 FOLDER = f"{EVAL_DIR}/alternatives"
@@ -87,22 +87,12 @@ def score_alternatives(cfg: Any, settings: dict, run_dir: Path, model, resolved:
         other = in_format(model, alternative)
     except UserError as error:  # the checkpoint never trained that format: nothing to compare
         return {}, [f"alternative format {alternative} not scored: {error}"]
-    import lm_eval
-
-    from harness.provenance import evaluation_provenance
-
-    seed = settings["seed"]
     entries: dict[str, dict] = {}
     notes: list[str] = []
     started = time.perf_counter()
     for name in names:  # one at a time: a task the format cannot score is left out, never the others
-        began = time.perf_counter()
         try:
-            results = lm_eval.simple_evaluate(
-                model=other, tasks=[name], num_fewshot=0, limit=settings["limit"], log_samples=True,
-                task_manager=resolved["manager"], bootstrap_iters=settings["bootstrap_iters"], random_seed=seed,
-                numpy_random_seed=seed, torch_random_seed=seed, fewshot_random_seed=seed,
-            )  # fmt: skip
+            results, common = scored_pass(other, [name], 0, settings, resolved["manager"])
         except UserError as error:  # e.g. T5's plain format has no successive blanks for a long continuation
             notes.append(f"alternative format {alternative}: {name} not scored ({error})")
             # recorded, so the report can say why its rule has no outcomes for these tasks
@@ -112,10 +102,7 @@ def score_alternatives(cfg: Any, settings: dict, run_dir: Path, model, resolved:
                                         "samples_file": None}  # fmt: skip
             continue
         files = write_results(run_dir, 0, results, folder=f"{FOLDER}/{alternative}")
-        common = {"format": alternative, "default_format": model.scoring_format, "limit": settings["limit"],
-                  "seed": seed, "seconds": round(time.perf_counter() - began, 3),
-                  "provenance": evaluation_provenance(other, settings["batch_size"])}  # fmt: skip
-        entries.update(record_entries(results, 0, files, common))
+        entries.update(record_entries(results, 0, files, {**common, "default_format": model.scoring_format}))
     seconds = time.perf_counter() - started
     scored = sum(not entry.get("skipped") for entry in entries.values())
     notes.insert(0, f"alternative format {alternative}: {scored} 0-shot entries, {seconds:.1f} s "

@@ -26,6 +26,27 @@ PER_TASK_KEYS = ("results", "configs", "versions", "n-shot", "higher_is_better",
 GROUP_KEYS = ("groups", "group_subtasks")
 
 
+def scored_pass(model: Any, names: list[str], shots: int, settings: dict, manager: Any) -> tuple[dict, dict]:
+    """(lm-eval's results, the fields every entry of the pass records) for one `simple_evaluate` of `names`
+    at `shots` with the evaluation's limit, bootstrap and seeds (python, numpy, torch and the few-shot
+    sampler: every run of a comparison sees the same prompts, so their outcomes pair by doc_id)."""
+    import lm_eval
+
+    from harness.provenance import evaluation_provenance
+
+    seed = settings["seed"]
+    started = time.perf_counter()
+    results = lm_eval.simple_evaluate(
+        model=model, tasks=names, num_fewshot=shots, limit=settings["limit"], log_samples=True,
+        task_manager=manager, bootstrap_iters=settings["bootstrap_iters"], random_seed=seed,
+        numpy_random_seed=seed, torch_random_seed=seed, fewshot_random_seed=seed,
+    )  # fmt: skip
+    common = {"format": model.scoring_format, "limit": settings["limit"], "seed": seed,
+              "seconds": round(time.perf_counter() - started, 3),
+              "provenance": evaluation_provenance(model, settings["batch_size"])}  # fmt: skip
+    return results, common
+
+
 def _number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(float(value))
 

@@ -45,7 +45,7 @@ from omegaconf import DictConfig, OmegaConf
 from arches.errors import UserError, closest
 from harness.alternatives import alternatives_record, score_alternatives
 # the files and record entries one simple_evaluate leaves (record_metrics and write_results importable here too)
-from harness.eval_records import EVAL_DIR, record_entries, record_metrics, write_results  # noqa: F401
+from harness.eval_records import EVAL_DIR, record_entries, record_metrics, scored_pass, write_results  # noqa: F401
 from harness.pairs_eval import PAIR_TASKS, blimp_offline, prepare_pairs
 
 CORPUS_TASKS = ("corpus_ppl", "corpus_cloze", "corpus_next")  # their data: harness/tasks/build.py
@@ -409,36 +409,16 @@ def evaluate(cfg: DictConfig) -> dict:
         takes_shots = {name for name, leaves in members.items() if not all(zero_shot_only(tasks[t]) for t in leaves)}
 
         from harness.lm import ArchesLM
-        from harness.provenance import evaluation_provenance
 
         model = ArchesLM(run=str(run_dir), batch_size=settings["batch_size"], device=settings["device"])
         entries: dict[str, dict] = {}
-        seed = settings["seed"]
-        import lm_eval
-
         for shots in settings["shots"]:
             names = [n for n in resolved["names"] if shots == 0 or n in takes_shots]
             if not names:
                 continue
-            started = time.perf_counter()
-            results = lm_eval.simple_evaluate(
-                model=model,
-                tasks=names,
-                num_fewshot=shots,
-                limit=settings["limit"],
-                log_samples=True,
-                task_manager=resolved["manager"],
-                bootstrap_iters=settings["bootstrap_iters"],
-                random_seed=seed,
-                numpy_random_seed=seed,
-                torch_random_seed=seed,
-                fewshot_random_seed=seed,
-            )
-            seconds = time.perf_counter() - started
+            results, common = scored_pass(model, names, shots, settings, resolved["manager"])
             files = write_results(run_dir, shots, results)
-            common = {"format": model.scoring_format, "limit": settings["limit"], "seed": seed,
-                      "seconds": round(seconds, 3), "provenance": evaluation_provenance(model, settings["batch_size"])}
-            entries.update(record_entries(results, shots, files, common))  # fmt: skip
+            entries.update(record_entries(results, shots, files, common))
         # the 0-shot multiple-choice tasks again in the family's other format, recorded apart (harness/alternatives.py)
         alternatives, alternative_notes = score_alternatives(cfg, settings, run_dir, model, resolved, tasks, members)
         from harness.generations import write_generations
