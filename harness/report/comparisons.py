@@ -26,7 +26,7 @@ import numpy as np
 import pandas as pd
 
 from harness.report import marks
-from harness.report.formatting import MISSING, _decimals, sig3, signed
+from harness.report.formatting import MISSING, _decimals, _number, metric_label, sig3, signed
 from harness.statistics import (
     ALPHA,
     ONE_SEED_NOTE,
@@ -35,10 +35,6 @@ from harness.statistics import (
     adjust_table,
     minimum_detectable_difference,
 )
-
-
-def _number(value: Any) -> bool:
-    return isinstance(value, (int, float, np.number)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 NO_EFFECT = {"vs": None, "diff": math.nan, "diff_low": math.nan, "diff_high": math.nan, "p_raw": math.nan,
@@ -192,7 +188,7 @@ def comparison_display(table: pd.DataFrame, alpha: float = ALPHA) -> pd.DataFram
             n = getattr(row, "n", None)
             lines.append({
                 "task": task, "shots": int(shots),
-                "metric": f"{row.metric} {'↑' if row.higher_is_better else '↓'}",
+                "metric": metric_label(row.metric, row.higher_is_better),
                 "n": MISSING if n is None or (not isinstance(n, str) and pd.isna(n)) else str(n),
                 "seeds": f"{row.n_seeds}/{int(rows.loc[rows['variant'] == row.vs, 'n_seeds'].iloc[0])}",
                 "variant": row.variant, "vs (bold)": row.vs,

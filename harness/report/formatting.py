@@ -53,6 +53,20 @@ def _decimals(text: str) -> int:
     return len(text.split(".")[1]) if "." in text else 0
 
 
+def sd_text(sd: float, estimate: float) -> str:
+    """' ± 0.02': a spread over seeds to the decimals of sig3(estimate), one significant digit where
+    that would read 0, and ' ± 0' where the seeds agree to rounding noise (not ' ± 3e-17')."""
+    places = _decimals(sig3(estimate))
+    if sd <= 1e-9 * max(1.0, abs(estimate)):
+        return " ± 0"
+    return f" ± {sd:.{places}f}" if round(sd, places) > 0 else f" ± {sd:.1g}"
+
+
+def metric_label(metric: str, higher_is_better: bool) -> str:
+    """'acc ↑', 'bits_per_byte ↓': the metric and which way is better."""
+    return f"{metric} {'↑' if higher_is_better else '↓'}"
+
+
 def p_text(p: float | None) -> str:
     if p is None:
         return "not tested"

@@ -98,14 +98,8 @@ def group_table(group: str, shots: int, groups: pd.DataFrame, leaves: pd.DataFra
         row["chance"] = sig3(float(task_chance.iloc[0])) if len(task_chance) else MISSING
         if len(here) and here["at_chance"].iloc[0] in (True,):  # None: untested
             row["chance"] += f" ({marks.CHANCE_FLAG})"
-        for variant in shown:
-            match = here[here["variant"] == variant]
-            if match.empty:
-                row[variant] = MISSING
-                continue
-            cell = match.iloc[0]
-            ties = _ties(leaves, task, variant) if task != MEAN else _mean_ties(rows, variant)
-            row[variant] = _cell_text(cell, ties)
+        row.update(rep.variant_cells(here, shown, lambda cell: _cell_text(
+            cell, _ties(leaves, task, cell["variant"]) if task != MEAN else _mean_ties(rows, cell["variant"]))))
         display.append(row)
     frame = pd.DataFrame(display, columns=["task", "shots", "chance", *shown])
     # n per row: provenance's column, keyed by the names the table shows

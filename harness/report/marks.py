@@ -24,9 +24,9 @@ from __future__ import annotations
 import math
 import numbers
 from dataclasses import dataclass, field
-from typing import Any
 
 from arches.errors import UserError
+from harness.report.formatting import _decimals, _number, sd_text
 from harness.statistics import (
     ALPHA,
     ONE_SEED_NOTE,
@@ -62,10 +62,6 @@ class RowStats:
     comparisons: dict = field(default_factory=dict)  # (a, b) -> Comparison, every pair of the ranked variants
     adjusted: dict = field(default_factory=dict)  # (a, b) -> Holm-adjusted p, over the same pairs
     anchor: str | None = None  # whom † and p_vs_best are against: the first bold variant
-
-
-def _number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def metric_kind_of(metric: str, higher: bool, outcomes: dict[str, Outcomes] | None):
@@ -174,10 +170,6 @@ def _interval(variant: str, seeds: dict, outcomes: dict | None, kind, n: int | N
 # ---------------------------------------------------------------- display
 
 
-def _decimals(text: str) -> int:
-    return len(text.split(".")[1]) if "." in text else 0
-
-
 def cell_text(estimate: float, low: float, high: float, bold: bool, sig3, sd: float | None = None) -> str:
     """'**0.612** [0.580, 0.640]': the estimate to 3 significant digits (bold where best), its
     interval's bounds to the same decimals; intervals need not be symmetric (Wilson at 0/100 is
@@ -186,9 +178,8 @@ def cell_text(estimate: float, low: float, high: float, bold: bool, sig3, sd: fl
     text = sig3(estimate)
     shown = f"**{text}**" if bold else text
     places = _decimals(text)
-    if _number(sd):  # seeds that agree to rounding noise read ± 0, not ± 3e-17
-        shown += " ± 0" if sd <= 1e-9 * max(1.0, abs(estimate)) else (
-            f" ± {sd:.{places}f}" if round(sd, places) > 0 else f" ± {sd:.1g}")
+    if _number(sd):
+        shown += sd_text(sd, estimate)
     if not (_number(low) and _number(high)):
         return shown
     return f"{shown} [{low:.{places}f}, {high:.{places}f}]"

@@ -14,7 +14,7 @@ import pandas as pd
 from arches.errors import UserError
 from harness import store
 from harness.report import comparisons, marks
-from harness.report.formatting import MISSING, _number, sig3
+from harness.report.formatting import MISSING, _number, metric_label, sig3
 from harness.report.marks import CHANCE_FLAG, cell_text, marks_text
 from harness.report.mismatch import WARNING, WARNING_COLUMN
 
@@ -203,6 +203,20 @@ def _marked_rows(task: str, shots: int, metric: str, cells: dict[str, Cell], cha
     return rows, stats
 
 
+def variant_cells(rows: pd.DataFrame, variants: list[str], text_of) -> dict[str, str]:
+    """{variant: text_of(its row)} for one (task, shots) of a score table, MISSING where it has no row."""
+    cells = {}
+    for variant in variants:
+        match = rows[rows["variant"] == variant]
+        cells[variant] = MISSING if match.empty else text_of(match.iloc[0])
+    return cells
+
+
+def _score_cell_text(cell: pd.Series) -> str:
+    text = cell_text(cell["mean"], cell["low"], cell["high"], bool(cell["bold"]), sig3, cell["sd"])
+    return text + (" (PLL)" if cell["pll"] else marks_text(bool(cell["best"]), bool(cell["significant"])))
+
+
 def score_display(table: pd.DataFrame, variants: list[str]) -> pd.DataFrame:
     """The human table: one row per (task, shots), one column per variant, marks on the cells."""
     rows = []
@@ -212,17 +226,10 @@ def score_display(table: pd.DataFrame, variants: list[str]) -> pd.DataFrame:
         row = {
             "task": task,
             "shots": int(shots),
-            "metric": f"{first['metric']} {'↑' if first['higher_is_better'] else '↓'}",
+            "metric": metric_label(first["metric"], first["higher_is_better"]),
             "chance": f"{chance} ({CHANCE_FLAG})" if first["at_chance"] in (True,) else chance,  # None: untested
         }
-        for variant in variants:
-            match = group[group["variant"] == variant]
-            if match.empty:
-                row[variant] = MISSING
-                continue
-            cell = match.iloc[0]
-            text = cell_text(cell["mean"], cell["low"], cell["high"], bool(cell["bold"]), sig3, cell["sd"])
-            row[variant] = text + (" (PLL)" if cell["pll"] else marks_text(bool(cell["best"]), bool(cell["significant"])))
+        row.update(variant_cells(group, variants, _score_cell_text))
         rows.append(row)
     display = pd.DataFrame(rows, columns=["task", "shots", "metric", "chance", *variants])
     if "mismatch" in table and table["mismatch"].notna().any():  # shown on request: report.allow_mismatch=true

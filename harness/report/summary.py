@@ -17,12 +17,12 @@ from typing import Any
 import pandas as pd
 
 from harness.report.comparisons import ComparisonFacts, comparison_facts
-from harness.report.formatting import sig3
+from harness.report.formatting import metric_label, sig3
 from harness.statistics import ALPHA, ONE_SEED_NOTE
 
 
 def _row_name(task: str, shots: int, metric: str, higher: bool) -> str:
-    return f"{task} {shots}-shot ({metric} {'↑' if higher else '↓'})"
+    return f"{task} {shots}-shot ({metric_label(metric, higher)})"
 
 
 def _direction(diff: float, higher: bool) -> str:

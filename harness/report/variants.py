@@ -14,7 +14,7 @@ from typing import Any
 
 import pandas as pd
 
-from harness.report.formatting import MISSING, _number, si, sig3
+from harness.report.formatting import MISSING, _number, sd_text, si, sig3
 from harness.report.runs import (
     flops_ratios,
     held_out_bpb,
@@ -32,13 +32,8 @@ def mean_sd_text(values: list[float]) -> str:
         return MISSING
     if len(values) == 1:
         return sig3(values[0])
-    mean, sd = stats.fmean(values), stats.stdev(values)
-    text = sig3(mean)
-    places = len(text.split(".")[1]) if "." in text else 0
-    # the sd to the mean's decimals (2.47 ± 0.01), or one significant digit where that would read 0
-    if sd <= 1e-9 * max(1.0, abs(mean)):
-        return f"{text} ± 0"
-    return f"{text} ± {sd:.{places}f}" if round(sd, places) > 0 else f"{text} ± {sd:.1g}"
+    mean = stats.fmean(values)
+    return sig3(mean) + sd_text(stats.stdev(values), mean)
 
 
 def _first(runs: list[dict], key: str) -> Any:
