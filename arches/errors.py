@@ -42,6 +42,14 @@ def unknown(kind: str, name: str, valid: Iterable[str]) -> UserError:
     return UserError(f"unknown {kind} '{name}'; valid: {', '.join(valid)}.{closest(name, valid)}")
 
 
+def first_line(error: BaseException | str) -> str:
+    """The first line of an error's message (or of a text), else the error's type name:
+    the one line an error message quotes from a library's multi-line exception."""
+    text = str(error).strip()
+    if text:
+        return text.splitlines()[0]
+    return type(error).__name__ if isinstance(error, BaseException) else ""
+
 
 def write_failure(error: OSError, what: str | None = None) -> ArchesError:
     """An OSError as one line: a failed write (disk full, quota, file size limit,
