@@ -110,3 +110,11 @@ def broken_yaml(error: yaml.YAMLError) -> UserError:
 def to_container(cfg: DictConfig) -> dict:
     """The fully resolved config as plain Python (what a run folder records)."""
     return OmegaConf.to_container(cfg, resolve=True)  # type: ignore[return-value]
+
+
+MULTIRUN_FLAGS = ("-m", "--multirun")
+
+
+def split_multirun(argv: list[str]) -> tuple[bool, list[str]]:
+    """Hydra's `-m`/`--multirun` flag and the overrides around it: (multirun?, overrides)."""
+    return any(arg in MULTIRUN_FLAGS for arg in argv), [arg for arg in argv if arg not in MULTIRUN_FLAGS]

@@ -16,14 +16,13 @@ from dataclasses import dataclass, field
 
 from omegaconf import DictConfig, OmegaConf
 
-from arches.config import compose, config_groups, group_choices
+from arches.config import compose, config_groups, group_choices, split_multirun
 from arches.errors import UserError
 from arches.listing import GROUPS, value_text
 
 HELP_FLAGS = ("-h", "--help")
 CFG_FLAGS = ("--cfg", "-c")
 CFG_MODES = ("job", "hydra", "all")
-MULTIRUN_FLAGS = ("-m", "--multirun")
 KEY_WIDTH = 34  # the key=value column; a longer one puts its text on the next line
 WIDTH = 96  # the purpose paragraph's lines
 CFG_OPTION = ("--cfg job|hydra|all [--resolve]", "print the composed config as YAML and run nothing")
@@ -288,8 +287,7 @@ def show_config(argv: list[str], overrides_for: Callable[[list[str]], tuple[list
     job of a `-m` grid (each under a comment naming its overrides). `overrides_for` maps the
     command line's overrides to what the command composes, as (its own, the user's)."""
     mode, resolve, rest = cfg_request(argv)  # type: ignore[misc]
-    multirun = any(arg in MULTIRUN_FLAGS for arg in rest)
-    overrides = [arg for arg in rest if arg not in MULTIRUN_FLAGS]
+    multirun, overrides = split_multirun(rest)
     if multirun:
         from arches.tune import expand_sweeps  # Hydra's basic sweeper's expansion
 

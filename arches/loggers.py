@@ -198,3 +198,12 @@ def resumable_csv_logger(logs: Path, lit, resuming: bool):
             return self._experiment
 
     return ResumedCSVLogger(logs, name="", version="")
+
+
+def quiet_lightning() -> None:
+    """Lightning's start-up banners (accelerators, tips) are not news on every run: errors
+    stay one line. Called after Lightning is imported, which sets its own level;
+    ARCHES_DEBUG=1 keeps them."""
+    if not os.environ.get("ARCHES_DEBUG"):
+        for name in ("lightning.pytorch", "lightning.fabric"):
+            logging.getLogger(name).setLevel(logging.WARNING)

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import logging
 import math
 import os
 import re
@@ -32,7 +31,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
-from arches.config import auto_switch, check_overrides, compose, sweeps_dir, to_container
+from arches.config import auto_switch, check_overrides, compose, split_multirun, sweeps_dir, to_container
 from arches.errors import ArchesError, RunFailure, UserError, write_failure
 from arches.run import (
     CHECKPOINT_DIR,
@@ -50,7 +49,7 @@ from arches.run import (
     write_config,
     write_model_file,
 )
-from arches.loggers import run_loggers
+from arches.loggers import quiet_lightning, run_loggers
 from arches.progress import shows_bar, training_progress
 from arches.provenance import attempt_fields, device_info, provenance
 from arches.settings import check_data_settings, check_train_settings
@@ -427,11 +426,7 @@ def train(cfg: DictConfig, callbacks: list | None = None) -> dict:
     from arches.data import ArchesDataModule
     from arches.lit import LitArches
 
-    if not os.environ.get("ARCHES_DEBUG"):
-        # Lightning's start-up banner (accelerators, tips) is not news on every run: errors
-        # stay one line. Set after the import, which sets its own level; ARCHES_DEBUG=1 keeps it.
-        for name in ("lightning.pytorch", "lightning.fabric"):
-            logging.getLogger(name).setLevel(logging.WARNING)
+    quiet_lightning()
     L.seed_everything(int(cfg.seed), workers=True, verbose=False)
     try:
         model = spec.build(model_cfg, arch)  # before any folder exists: a model too large leaves none
@@ -703,8 +698,7 @@ def resume_hint(cfg: DictConfig, argv: list[str]) -> str:
 
 
 def train_command(argv: list[str]) -> None:
-    multirun = any(arg in ("-m", "--multirun") for arg in argv)
-    overrides = [arg for arg in argv if arg not in ("-m", "--multirun")]
+    multirun, overrides = split_multirun(argv)
     check_overrides(overrides)
     if not multirun:
         cfg = compose(overrides)

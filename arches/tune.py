@@ -44,7 +44,7 @@ from typing import Any, Iterator
 import yaml
 from omegaconf import DictConfig, OmegaConf
 
-from arches.config import check_overrides, compose, group_choices
+from arches.config import check_overrides, compose, group_choices, split_multirun
 from arches.errors import RunFailure, UserError, closest, unknown
 
 DISTRIBUTIONS = ("float", "log", "int", "categorical")
@@ -617,13 +617,11 @@ class Ranks:
 
     def _fabric(self):
         if self.fabric is None:
-            import logging
-
             from lightning.fabric import Fabric
 
-            if not os.environ.get("ARCHES_DEBUG"):  # as in train(): Lightning's banners are not news
-                for name in ("lightning.pytorch", "lightning.fabric"):
-                    logging.getLogger(name).setLevel(logging.WARNING)
+            from arches.loggers import quiet_lightning
+
+            quiet_lightning()
             devices = self.trainer.devices
             devices = OmegaConf.to_container(devices) if OmegaConf.is_list(devices) else devices
             try:
@@ -1037,8 +1035,7 @@ def tune_command(argv: list[str]) -> None:
     if not os.environ.get("ARCHES_DEBUG"):
         # one line per trial comes from here; Optuna would add a traceback per failed trial
         optuna.logging.set_verbosity(optuna.logging.ERROR)
-    multirun = any(arg in ("-m", "--multirun") for arg in argv)
-    overrides = [arg for arg in argv if arg not in ("-m", "--multirun")]
+    multirun, overrides = split_multirun(argv)
     check_overrides(overrides)
     sweeps = [text for override, text in zip(_parsed(overrides), overrides) if override.is_sweep_override()]
     if sweeps and not multirun:
