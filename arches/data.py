@@ -37,6 +37,7 @@ import numpy as np
 from tokenizers import Tokenizer
 
 from arches.run import file_sha256
+from arches import hub
 from arches.errors import RunFailure, UserError, unknown
 from arches.tokenizer import Specials, load_tokenizer, tokenizer_hash, train_tokenizer
 
@@ -370,37 +371,7 @@ class LocalSource:
 
 # ---------------------------------------------------------------- hf
 
-_TRUE = ("1", "true", "yes", "on")
 HF_OFFLINE_HINT = "use data=classics (the embedded default) or data=local data.paths=[...] instead"
-
-
-def hf_offline() -> bool:
-    return any(os.environ.get(var, "").strip().lower() in _TRUE for var in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE"))
-
-
-def hub_unreachable() -> str | None:
-    """Why the Hub cannot be used, or None. One TCP connect (5 s at most): `datasets` would
-    otherwise retry for about half a minute before failing."""
-    if hf_offline():
-        return "HF_HUB_OFFLINE/HF_DATASETS_OFFLINE is set"
-    if any(os.environ.get(var) for var in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy")):
-        return None  # only the proxy knows; let `datasets` try
-    from urllib.parse import urlparse
-
-    endpoint = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co"))
-    host, port = endpoint.hostname or "huggingface.co", endpoint.port or (80 if endpoint.scheme == "http" else 443)
-    try:
-        socket.create_connection((host, port), timeout=5).close()
-    except OSError as error:
-        return f"{host} cannot be reached ({error.strerror or type(error).__name__})"
-    return None
-
-
-def _is_connection_error(error: BaseException) -> bool:
-    names = {cls.__name__ for cls in type(error).__mro__}
-    return isinstance(error, (ConnectionError, TimeoutError)) or bool(
-        names & {"ConnectError", "ConnectTimeout", "TransportError", "OfflineModeIsEnabled", "ReadTimeout"}
-    )
 
 
 class HFSource:
@@ -420,7 +391,7 @@ class HFSource:
 
     def documents(self) -> list[Document]:
         # Checked before importing `datasets`, which would otherwise wait on network timeouts.
-        reason = None if Path(self.name).exists() else hub_unreachable()
+        reason = None if Path(self.name).exists() else hub.unreachable()
         if reason:
             raise UserError(f"data=hf needs the Hugging Face Hub, but {reason}; {HF_OFFLINE_HINT}")
         import datasets
@@ -447,7 +418,7 @@ class HFSource:
         except UserError:
             raise
         except Exception as error:
-            if _is_connection_error(error):
+            if hub.is_connection_error(error):
                 message = f"cannot reach the Hugging Face Hub for dataset {self.name}; {HF_OFFLINE_HINT}"
                 raise UserError(message) from error
             if type(error).__name__ in ("DatasetNotFoundError", "FileNotFoundError", "ValueError"):

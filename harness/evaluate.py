@@ -33,15 +33,14 @@ import contextlib
 import functools
 import logging
 import os
-import socket
 import sys
 import time
-import urllib.parse
 from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from arches import hub
 from arches.errors import UserError, closest
 from harness.alternatives import alternatives_record, score_alternatives
 # the files and record entries one simple_evaluate leaves (record_metrics and write_results importable here too)
@@ -51,36 +50,6 @@ from harness.pairs_eval import PAIR_TASKS, blimp_offline, prepare_pairs
 CORPUS_TASKS = ("corpus_ppl", "corpus_cloze", "corpus_next")  # their data: harness/tasks/build.py
 BUNDLED_TASKS = (*CORPUS_TASKS, *PAIR_TASKS)  # and the minimal pairs: harness/pairs_eval.py
 OPTIONAL = "?"
-PROXY_VARIABLES = ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy")
-
-
-def _offline() -> bool:
-    flags = (os.environ.get(var, "").strip().lower() for var in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE"))
-    return any(flag in ("1", "true", "yes", "on") for flag in flags)
-
-
-def _hub_reachable(timeout: float = 3.0) -> bool:
-    """Whether the Hugging Face Hub answers a TCP connection (the datasets library would
-    otherwise retry for most of a minute before failing). Behind a proxy, loading decides."""
-    if any(os.environ.get(var) for var in PROXY_VARIABLES):
-        return True
-    endpoint = urllib.parse.urlsplit(os.environ.get("HF_ENDPOINT", "https://huggingface.co"))
-    port = endpoint.port or (443 if endpoint.scheme == "https" else 80)
-    try:
-        socket.create_connection((endpoint.hostname, port), timeout=timeout).close()
-    except OSError:
-        return False
-    return True
-
-
-def _is_connection_error(error: BaseException) -> bool:
-    names = {cls.__name__ for cls in type(error).__mro__}
-    return isinstance(error, (ConnectionError, TimeoutError)) or bool(
-        names & {"ConnectError", "ConnectTimeout", "TransportError", "OfflineModeIsEnabled", "ReadTimeout",
-                 "LocalEntryNotFoundError"}
-    )  # fmt: skip
-
-
 def _alternatives(cache_dir: Any) -> str:
     from harness.bigbench import BIGBENCH_TASKS, converted_tasks
 
@@ -224,7 +193,7 @@ def resolve_tasks(settings: dict, cfg: DictConfig, corpus_cfg: DictConfig) -> di
             standard.append((name, optional))
         names.append(name)
 
-    online = bool(standard) and not _offline() and _hub_reachable()
+    online = bool(standard) and hub.unreachable() is None
     if standard and not online:
         for name, optional in standard:
             if not optional:
@@ -336,7 +305,7 @@ def load_tasks(manager, names: list[str], cache_dir: Any, members: dict[str, lis
         except UserError:
             raise
         except Exception as error:
-            if _is_connection_error(error) or (_offline() and "offline" in str(error).lower()):
+            if hub.is_connection_error(error) or (hub.offline() and "offline" in str(error).lower()):
                 raise _hub_error(name, cache_dir) from error
             raise
         tasks.update(loaded["tasks"])

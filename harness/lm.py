@@ -18,7 +18,6 @@ import hashlib
 import json
 import logging
 import sqlite3
-import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any

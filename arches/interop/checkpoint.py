@@ -4,15 +4,13 @@ architecture, its weights, and its tokenizer (or the one `tokenizer=<path>` name
 from __future__ import annotations
 
 import json
-import os
 import re
-import socket
-import urllib.parse
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from arches import hub
 from arches.errors import UserError
 from arches.interop.mapping import Architecture
 from arches.interop.table import ARCHITECTURES, BY_MODEL_TYPE, supported
@@ -21,23 +19,6 @@ from arches.interop.table import ARCHITECTURES, BY_MODEL_TYPE, supported
 LEGACY_NAMES = ((r"LayerNorm\.gamma$", "LayerNorm.weight"), (r"LayerNorm\.beta$", "LayerNorm.bias"))
 TOKENIZER_FILES = "tokenizer.json, vocab.json + merges.txt, vocab.txt or a SentencePiece *.model"
 TOKENIZER_HINT = "pass tokenizer=<path to tokenizer.json or a folder with one>"
-
-
-def _offline() -> bool:
-    return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
-
-
-def _hub_reachable(timeout: float = 3.0) -> bool:
-    """Whether the Hub answers a TCP connection (huggingface_hub would retry for a long
-    time before failing). Behind a proxy, the download decides."""
-    if any(os.environ.get(v) for v in ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy")):
-        return True
-    endpoint = urllib.parse.urlsplit(os.environ.get("HF_ENDPOINT", "https://huggingface.co"))
-    try:
-        with socket.create_connection((endpoint.hostname or "huggingface.co", endpoint.port or 443), timeout=timeout):
-            return True
-    except OSError:
-        return False
 
 
 HUB_NAME = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
@@ -52,8 +33,8 @@ def resolve_source(source: str) -> Path:
         return path
     if not HUB_NAME.match(source):
         raise UserError(f"{source} does not exist; pass a checkpoint folder or a Hugging Face Hub model name")
-    if _offline() or not _hub_reachable():
-        why = "HF_HUB_OFFLINE is set" if _offline() else "the Hugging Face Hub cannot be reached"
+    why = hub.unreachable()
+    if why:
         raise UserError(f"'{source}' is not a local folder and {why}; pass a local folder saved with save_pretrained")
     from huggingface_hub import snapshot_download
 
