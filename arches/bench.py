@@ -32,8 +32,8 @@ from arches import registry
 from arches.config import auto_switch
 from arches.core import stack
 from arches.core.config import SpeedConfig
+from arches.data.tokenizer import MIN_VOCAB_SIZE, SPECIAL_TOKENS, Specials
 from arches.errors import UserError, unknown
-from arches.tokenizer import MIN_VOCAB_SIZE, SPECIAL_TOKENS, Specials
 
 PRECISIONS = ("bf16", "fp32")
 FIRST_ORDINARY_ID = len(SPECIAL_TOKENS)  # random batches draw ids after the special tokens
@@ -198,7 +198,7 @@ def synthetic_tokenizer(settings: Settings):
 
 @functools.lru_cache(maxsize=2)
 def _tokenizer(seed: int, vocab_size: int):
-    from arches.tokenizer import train_tokenizer
+    from arches.data.tokenizer import train_tokenizer
 
     rng, words = random.Random(seed), synthetic_words(seed)
     texts = [synthetic_sentence(rng, words, rng.randint(5, 30)) for _ in range(2000)]

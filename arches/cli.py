@@ -41,7 +41,7 @@ arches <command> [overrides] --cfg job: the composed config as YAML, nothing run
 
 
 # command -> (module, function), in the order of USAGE
-DATA_COMMANDS = {"prepare": ("arches.data", "prepare_command"), "bigbench": ("harness.bigbench", "bigbench_command")}
+DATA_COMMANDS = {"prepare": ("arches.data.command", "prepare_command"), "bigbench": ("harness.bigbench", "bigbench_command")}
 COMMANDS = {
     "list": ("arches.listing", "list_command"),
     "train": ("arches.train", "train_command"),

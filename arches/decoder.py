@@ -33,7 +33,7 @@ from arches.core.positions import document_position_ids
 from arches.core.scoring import ROLLING_SPAN, BaseScorer, GreedyStops, TokenPair, check_options, choose_format, pad_rows, score_positions, sum_by_request
 from arches.core.stack import IGNORE_INDEX, init_weights
 from arches.errors import UserError
-from arches.tokenizer import Specials
+from arches.data.tokenizer import Specials
 
 OBJECTIVES = ("lm", "prefix_lm", "span_corruption")
 

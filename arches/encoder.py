@@ -30,8 +30,8 @@ from arches.core.scoring import (
     word_ends,
 )
 from arches.core.stack import IGNORE_INDEX, init_weights
+from arches.data.tokenizer import SPECIAL_ROLES, SPECIAL_TOKENS, Specials
 from arches.errors import UserError
-from arches.tokenizer import SPECIAL_ROLES, SPECIAL_TOKENS, Specials
 
 OBJECTIVES = ("mlm",)
 

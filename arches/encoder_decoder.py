@@ -36,7 +36,7 @@ from arches.core.noise import (
 from arches.core.scoring import ROLLING_SPAN, BaseScorer, GreedyStops, TokenPair, check_options, choose_format, pad_rows, score_positions, sum_by_request
 from arches.core.stack import init_weights
 from arches.errors import UserError
-from arches.tokenizer import Specials
+from arches.data.tokenizer import Specials
 
 OBJECTIVES = ("span_corruption", "prefix_lm")
 

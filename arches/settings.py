@@ -76,7 +76,7 @@ STRATEGIES = (
 # The owners' own constants (kept equal by tests/test_settings.py; importing them here would
 # import torch: arches.core's package imports the model).
 ATTENTION_BACKENDS = ("auto", "sdpa", "flex")  # arches.core.config.ATTENTION_BACKENDS
-SOURCES = ("classics", "hf", "local")  # arches.data.SOURCES
+SOURCES = ("classics", "hf", "local")  # arches.data.cache.SOURCES
 DIRECTIONS = ("minimize", "maximize")  # arches.tune.DIRECTIONS
 PRUNERS = ("median", "none")  # arches.tune.PRUNERS
 METRICS = ("val_loss",)  # arches.tune.METRICS
@@ -262,7 +262,7 @@ def check_data_section(data: Any, prefix: str = "data") -> None:
                 f"choose data={owner}, or drop {prefix}.{name}"
             )
     if data.get("tokenizer_path") is None:  # a tokenizer is trained: its vocabulary holds every special token
-        from arches.tokenizer import MIN_VOCAB_SIZE  # the tokenizers library: no torch
+        from arches.data.tokenizer import MIN_VOCAB_SIZE  # the tokenizers library: no torch
 
         vocab = Number(integer=True, minimum=MIN_VOCAB_SIZE, example="8192", note=" (the special tokens plus 256 bytes)")
         vocab.check(f"{prefix}.vocab_size", data.get("vocab_size", 8192))

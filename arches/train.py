@@ -393,7 +393,7 @@ def train(cfg: DictConfig, callbacks: list | None = None) -> dict:
     interval = int(cfg.train.get("checkpoint_interval", 100))
     keep = int(cfg.train.get("keep_checkpoints", 2))
 
-    from arches.data import prepare
+    from arches.data.cache import prepare
     from arches.registry import family, model_config, plain
 
     arch = plain(cfg.arch)
@@ -423,7 +423,7 @@ def train(cfg: DictConfig, callbacks: list | None = None) -> dict:
     import torch
 
     from arches.core.stack import parameter_counts
-    from arches.data import ArchesDataModule
+    from arches.data.windows import ArchesDataModule
     from arches.lit import LitArches
 
     quiet_lightning()

@@ -200,8 +200,8 @@ def cpu_name() -> str | None:
 def write_run_folder(folder: Path, model, arch: dict, tokenizer) -> Path:
     """The smallest run folder ArchesLM and export-hf accept: weights, model.json,
     tokenizer.json and a run.json recording the tokenizer's hash."""
+    from arches.data.tokenizer import tokenizer_hash
     from arches.run import RUN_RECORD, TOKENIZER_FILE, save_checkpoint
-    from arches.tokenizer import tokenizer_hash
 
     folder.mkdir(parents=True)
     tokenizer.save(str(folder / TOKENIZER_FILE))

@@ -126,7 +126,7 @@ def read_generations(run_dir: Path | str) -> dict | None:
 def write_generations(run_dir: Path | str, model: Any, corpus_cfg: DictConfig, cfg: DictConfig) -> Path | None:
     """Continue `eval.generations` held-out prompts with `model` (a harness.lm.ArchesLM) and write
     `<run>/eval/generations.json` atomically; its path, or None when eval.generations is 0."""
-    from arches.data import prepare
+    from arches.data.cache import prepare
     from arches.run import write_atomic
 
     count = generations_count(cfg)

@@ -28,6 +28,7 @@ from lm_eval.api.model import LM
 from lm_eval.api.registry import register_model
 from lm_eval.models.utils import Collator, normalize_gen_kwargs
 
+from arches.data.tokenizer import load_tokenizer, tokenizer_hash
 from arches.errors import RunFailure, UserError
 from arches.progress import request_progress, task_label
 from arches.run import (
@@ -40,7 +41,6 @@ from arches.run import (
     pause_point,
     read_json,
 )
-from arches.tokenizer import load_tokenizer, tokenizer_hash
 
 log = logging.getLogger(__name__)
 

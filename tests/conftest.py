@@ -60,7 +60,7 @@ def tiny_cfg(cache_dir, paths, **data):
 def local_corpus(root) -> list[str]:
     """The tiny corpus under `root`, its cache prepared once: the `data` and `cache_dir`
     overrides that point a command at it (idempotent: a second call reuses both)."""
-    from arches.data import prepare
+    from arches.data.cache import prepare
 
     corpus, cache = root / "corpus", root / "cache"
     if not corpus.exists():
@@ -73,7 +73,7 @@ def local_corpus(root) -> list[str]:
 @pytest.fixture(scope="session")
 def prepared_tiny(tmp_path_factory):
     """`prepare()` of the tiny local corpus (vocab 512, seq_len 32) in a session-wide temp cache."""
-    from arches.data import prepare
+    from arches.data.cache import prepare
 
     root = tmp_path_factory.mktemp("prepared_tiny")
     write_tiny_corpus(root / "corpus")

@@ -19,26 +19,23 @@ import pytest
 import torch
 from conftest import TINY_SEQ_LEN, tiny_cfg, write_tiny_corpus
 
-from arches.data import (
+from arches.data.cache import build_source, prepare
+from arches.data.classics import (
     CLASSICS_ARCHIVES,
-    ArchesDataModule,
     Archive,
     ClassicsSource,
-    HFSource,
-    LocalSource,
-    WindowDataset,
-    build_source,
-    decode_text,
-    prepare,
     read_archive,
     read_kjv,
     read_shakespeare,
-    split_documents,
     strip_gutenberg,
-    window_doc_ids,
 )
+from arches.data.hf import HFSource
+from arches.data.local import LocalSource
+from arches.data.sources import decode_text
+from arches.data.splits import split_documents
+from arches.data.tokenizer import SPECIAL_TOKENS, tokenizer_hash
+from arches.data.windows import ArchesDataModule, WindowDataset, window_doc_ids
 from arches.errors import UserError
-from arches.tokenizer import SPECIAL_TOKENS, tokenizer_hash
 
 
 def entries(cache: Path) -> list[Path]:
@@ -436,7 +433,7 @@ def test_window_doc_ids():
 
 
 def test_window_dataset(prepared_tiny):
-    dataset = prepared_tiny.windows("train", TINY_SEQ_LEN)
+    dataset = WindowDataset.of(prepared_tiny, "train", TINY_SEQ_LEN)
     tokens = prepared_tiny.tokens("train")
     assert isinstance(dataset, WindowDataset) and len(dataset) == len(tokens) // TINY_SEQ_LEN
     item = dataset[1]
@@ -463,7 +460,7 @@ def test_datamodule_windows_and_order(prepared_tiny):
 
     batches = order(seed=0)
     assert batches and all(b.shape == (4, TINY_SEQ_LEN) and b.dtype == torch.long for b in batches)
-    assert len(batches) == len(prepared_tiny.windows("train", TINY_SEQ_LEN)) // 4  # drop_last
+    assert len(batches) == len(WindowDataset.of(prepared_tiny, "train", TINY_SEQ_LEN)) // 4  # drop_last
     assert all(a.equal(b) for a, b in zip(batches, order(seed=0), strict=True))
     assert not all(a.equal(b) for a, b in zip(batches, order(seed=1), strict=True))
 

@@ -100,7 +100,7 @@ def test_a_batch_is_corrupted_the_same_whatever_came_before(preset, prepared_tin
 
 
 def test_window_order_is_a_function_of_seed_and_epoch_and_resumes_mid_epoch(prepared_tiny):
-    from arches.data import ArchesDataModule
+    from arches.data.windows import ArchesDataModule
 
     def loader(seed: int = 3):
         return ArchesDataModule(prepared_tiny, TINY_SEQ_LEN, micro_batch_size=4, seed=seed).train_dataloader()

@@ -179,9 +179,9 @@ def test_span_corruption_sentinel_capacity_is_checked_when_composing(arch):
     import numpy as np
 
     from arches.core.noise import random_spans_noise_mask, span_corrupt
+    from arches.data.tokenizer import SENTINEL_COUNT
     from arches.errors import UserError
     from arches.registry import family
-    from arches.tokenizer import SENTINEL_COUNT
 
     spec = family(arch["family"])
     with pytest.raises(UserError, match=f"has {SENTINEL_COUNT} sentinels") as refused:

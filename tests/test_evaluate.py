@@ -28,7 +28,7 @@ BUNDLED = ["corpus_ppl", "corpus_cloze", "corpus_next"]
 
 def make_run(root: Path, corpus: Path, name: str = "run") -> Path:
     """A run folder the way training writes it, with a random tiny `gpt` decoder."""
-    from arches.data import prepare
+    from arches.data.cache import prepare
 
     cfg = tiny_cfg(root / "cache", [corpus], val_fraction=0.1, test_fraction=0.1)
     prepared = prepare(cfg)

@@ -22,8 +22,8 @@ from arches import registry
 from arches.config import compose, group_choices
 from arches.core.config import ModelConfig
 from arches.core.stack import IGNORE_INDEX, parameter_counts
+from arches.data.tokenizer import Specials
 from arches.errors import UserError
-from arches.tokenizer import Specials
 
 SPECIALS = Specials(pad=0, bos=1, eos=2, mask=3, sop=4, eop=5, gmask=6, sentinels=tuple(range(7, 107)))
 VOCAB = 300

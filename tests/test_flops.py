@@ -32,8 +32,8 @@ from arches.bench import _cpu_attention_formulas
 from arches.config import compose, group_choices
 from arches.core.flops import TRAINING_MULTIPLIER
 from arches.core.stack import IGNORE_INDEX
+from arches.data.tokenizer import Specials
 from arches.glm import sample_spans, span_count_probabilities
-from arches.tokenizer import Specials
 from harness.compare import plan
 
 SPECIALS = Specials(pad=0, bos=1, eos=2, mask=3, sop=4, eop=5, gmask=6, sentinels=tuple(range(7, 107)))
@@ -82,7 +82,7 @@ def is_random(arch: dict) -> bool:
 
 
 def windows(count: int, seq_len: int = SEQ_LEN) -> list[dict]:
-    """Token windows as arches.data.WindowDataset yields them (the index seeds each one's corruption)."""
+    """Token windows as arches.data.windows.WindowDataset yields them (the index seeds each one's corruption)."""
     generator = torch.Generator().manual_seed(0)
     return [
         {

@@ -71,7 +71,7 @@ def test_each_family_continues_the_same_held_out_prompts_in_its_format(evaluated
     assert records["gpt"]["documents"] == records["t5"]["documents"]
     assert len(set(records["gpt"]["documents"])) == 2  # one per document while there are documents enough
     # from the corpus's test documents, which no run trained on
-    from arches.data import prepare
+    from arches.data.cache import prepare
 
     cfg = compose(local_corpus(evaluated[0]))
     assert set(records["gpt"]["documents"]) <= set(prepare(cfg).splits()["test"])
@@ -151,9 +151,9 @@ def test_the_report_shows_both_families_side_by_side_and_names_a_run_without_sam
 def test_a_masked_lm_says_it_does_not_generate_and_prompts_are_a_function_of_corpus_and_seed(evaluated):
     from omegaconf import OmegaConf
 
-    from arches.data import prepare
+    from arches.data.cache import prepare
+    from arches.data.tokenizer import load_tokenizer
     from arches.registry import family, model_config
-    from arches.tokenizer import load_tokenizer
     from harness.generations import continue_prompts, held_out_prompts
     from harness.report.samples import samples_blocks
 

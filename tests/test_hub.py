@@ -44,7 +44,7 @@ def test_a_listening_endpoint_is_reachable(online_env):
 
 def test_the_callers_share_the_check(online_env):
     """data=hf, import-hf and `arches eval` name the same reason (they had drifted apart)."""
-    from arches.data import HFSource
+    from arches.data.hf import HFSource
     from arches.errors import UserError
     from arches.interop.checkpoint import resolve_source
 

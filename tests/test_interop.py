@@ -111,7 +111,7 @@ def test_an_arches_trained_model_exports_too(tmp_path):
     # a run of our own (llama preset, arches' tokenizer) -> transformers, same logits
     from arches.registry import family
     from arches.run import TOKENIZER_FILE, save_checkpoint, update_record
-    from arches.tokenizer import tokenizer_hash, train_tokenizer
+    from arches.data.tokenizer import tokenizer_hash, train_tokenizer
 
     tokenizer = train_tokenizer([tiny_text(random.Random(1), 30)], 400)
     arch = {"name": "llama", "family": "decoder", "objective": "lm"}

@@ -35,7 +35,7 @@ SIZE = dict(vocab_size=VOCAB, d_model=32, n_layers=2, n_heads=4, d_ff=48, max_le
 
 @pytest.fixture(scope="module")
 def tokenizer():
-    from arches.tokenizer import train_tokenizer
+    from arches.data.tokenizer import train_tokenizer
 
     return train_tokenizer([tiny_text(random.Random(1), 30)], VOCAB)
 
@@ -45,7 +45,7 @@ def arches_run(folder: Path, preset: str, tokenizer, change=None, **knobs) -> tu
     `change(model)` applied before it is saved."""
     from arches.registry import family
     from arches.run import TOKENIZER_FILE, save_checkpoint, update_record
-    from arches.tokenizer import tokenizer_hash
+    from arches.data.tokenizer import tokenizer_hash
 
     arch = yaml.safe_load((ROOT / "sweeps" / "arch" / f"{preset}.yaml").read_text())
     cfg = ModelConfig(**SIZE, **{**arch.pop("model"), **knobs})

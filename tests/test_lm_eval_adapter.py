@@ -21,9 +21,9 @@ from lm_eval.api.instance import Instance
 from test_scorers import build_model, requests, tokenizer  # noqa: F401  (the session tokenizer fixture)
 
 from arches.core.scoring import UnsupportedRequest
+from arches.data.tokenizer import tokenizer_hash, train_tokenizer
 from arches.errors import UserError
 from arches.run import TOKENIZER_FILE, save_checkpoint, update_record
-from arches.tokenizer import tokenizer_hash, train_tokenizer
 from harness.lm import CACHE_FILE, ArchesLM, checkpoint_sha256
 
 REPO = Path(__file__).resolve().parents[1]

@@ -14,7 +14,7 @@ import torch
 from arches import registry
 from arches.core import masks
 from arches.core.config import ModelConfig
-from arches.tokenizer import Specials
+from arches.data.tokenizer import Specials
 
 SPECIALS = Specials(pad=0, bos=1, eos=2, mask=3, sop=4, eop=5, gmask=6, sentinels=tuple(range(7, 107)))
 VOCAB = 300

@@ -55,7 +55,7 @@ def synthetic_text(rng: random.Random, lines: int, weights: dict[str, float]) ->
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory):
     """60 documents split 0.65/0.1/0.25: their (name, text) by split, the config, the built pairs folder."""
-    from arches.data import prepare
+    from arches.data.cache import prepare
 
     root = tmp_path_factory.mktemp("pairs")
     rng = random.Random(11)

@@ -65,7 +65,7 @@ def write_corpus(folder: Path, documents: int = 40) -> None:
 def make_run(root: Path, preset: str, spread: float | None = None) -> Path:
     """A completed run folder of `preset` with random weights (`spread`: every weight drawn
     from N(0, spread), norms from N(1, spread), so every tensor moves the scores)."""
-    from arches.data import prepare
+    from arches.data.cache import prepare
 
     cfg = tiny_cfg(root / "cache", [root / "corpus"], seq_len=SEQ_LEN, val_fraction=0.1, test_fraction=0.2)
     prepared = prepare(cfg)
@@ -175,7 +175,7 @@ def test_every_preset_scores_the_minimal_pairs_in_its_own_format(evaluated, pres
 def test_the_blank_formats_score_long_lines_as_successive_trained_blanks(evaluated):
     """The lines are longer than T5's trained targets and GLM's [MASK] spans: the pairs above
     were scored blank after blank (the chain rule), never refused."""
-    from arches.tokenizer import load_tokenizer
+    from arches.data.tokenizer import load_tokenizer
 
     outcomes, _ = evaluated
     tokenizer = load_tokenizer(outcomes["t5"][0] / "tokenizer.json")

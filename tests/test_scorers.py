@@ -17,7 +17,7 @@ from arches.core import masks
 from arches.core.scoring import ROLLING_SPAN, UnsupportedRequest, rolling_windows, span_windows, word_byte_tables, word_ends
 from arches.errors import UserError
 from arches.registry import family, model_config
-from arches.tokenizer import Specials, train_tokenizer
+from arches.data.tokenizer import Specials, train_tokenizer
 
 MAX_LEN = 64
 TOLERANCE = 1e-5

@@ -230,12 +230,13 @@ def test_the_copied_names_match_their_owners():
     from lightning.pytorch.accelerators import AcceleratorRegistry
     from lightning.pytorch.strategies import StrategyRegistry
 
-    from arches import data, settings, tune
+    from arches import settings, tune
     from arches.core import config
+    from arches.data import cache
     from harness.tasks import pairs
 
     assert settings.ATTENTION_BACKENDS == config.ATTENTION_BACKENDS
-    assert set(settings.SOURCES) == set(data.SOURCES)
+    assert set(settings.SOURCES) == set(cache.SOURCES)
     assert settings.PAIR_KINDS == pairs.KINDS
     assert (settings.DIRECTIONS, settings.PRUNERS, settings.METRICS) == (tune.DIRECTIONS, tune.PRUNERS, tuple(tune.METRICS))
     assert set(settings.STRATEGIES) == {"auto", *StrategyRegistry.available_strategies()}

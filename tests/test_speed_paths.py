@@ -26,8 +26,8 @@ from arches.core import attention, masks
 from arches.core.config import SpeedConfig
 from arches.core.positions import document_position_ids
 from arches.core.stack import IGNORE_INDEX, ChunkedCrossEntropy, Transformer, apply_speed, lm_loss
+from arches.data.tokenizer import Specials
 from arches.errors import UserError
-from arches.tokenizer import Specials
 
 SPECIALS = Specials(pad=0, bos=1, eos=2, mask=3, sop=4, eop=5, gmask=6, sentinels=tuple(range(7, 107)))
 VOCAB = 300

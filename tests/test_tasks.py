@@ -21,7 +21,7 @@ SPEC = TaskDataSpec(max_examples=40, fewshot_pool=8, seed=7)
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory):
     """40 documents split 0.7/0.1/0.2: (train, val, test) lists of (name, text), and the task data folder."""
-    from arches.data import prepare
+    from arches.data.cache import prepare
 
     root = tmp_path_factory.mktemp("tasks")
     rng = random.Random(3)

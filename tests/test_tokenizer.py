@@ -8,9 +8,8 @@ import random
 import pytest
 from conftest import tiny_text
 
-from arches.data import text_pieces
-from arches.errors import UserError
-from arches.tokenizer import (
+from arches.data.splits import text_pieces
+from arches.data.tokenizer import (
     MIN_VOCAB_SIZE,
     SPECIAL_TOKENS,
     Specials,
@@ -19,6 +18,7 @@ from arches.tokenizer import (
     tokenizer_hash,
     train_tokenizer,
 )
+from arches.errors import UserError
 
 
 def english(seed: int = 0, documents: int = 20) -> list[str]:

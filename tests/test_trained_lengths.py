@@ -22,9 +22,9 @@ import torch
 from conftest import local_corpus, tiny_text
 
 from arches.config import compose, group_choices
+from arches.data.tokenizer import Specials, train_tokenizer
 from arches.errors import UserError
 from arches.registry import family, model_config, plain
-from arches.tokenizer import Specials, train_tokenizer
 
 MAX_LEN = 128  # the architecture's table: far longer than the windows trained below
 SEQ_LEN = 32

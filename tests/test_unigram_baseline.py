@@ -30,7 +30,7 @@ def short_documents(tmp_path_factory) -> list[str]:
 
 def by_hand(cfg) -> tuple[float, float, int]:
     """(bits/byte over the corpus_ppl passages lm-eval is given, the old whole-test-stream value, passages)."""
-    from arches.data import prepare
+    from arches.data.cache import prepare
     from harness.tasks.build import TaskDataSpec, task_data_for_config
     from harness.tasks.loader import load_corpus_task
 

@@ -7,8 +7,8 @@ import numpy as np
 import torch
 
 from arches.core.stack import IGNORE_INDEX
+from arches.data.tokenizer import SENTINEL_COUNT
 from arches.errors import UserError
-from arches.tokenizer import SENTINEL_COUNT
 
 
 def random_segmentation(rng: np.random.Generator, num_items: int, num_segments: int) -> np.ndarray:

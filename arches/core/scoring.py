@@ -30,8 +30,8 @@ import torch
 from tokenizers import Tokenizer
 from torch import nn
 
+from arches.data.tokenizer import Specials
 from arches.errors import UserError
-from arches.tokenizer import Specials
 
 TokenPair = tuple[list[int], list[int]]  # (context ids, continuation ids)
 

@@ -390,7 +390,7 @@ def _unique_names(documents: list) -> dict[str, str]:
 def task_data_for_config(cfg: Any, spec: TaskDataSpec) -> Path:
     """Build or reuse the task data of the corpus that `cfg` (a root config with `data` and
     `cache_dir`, e.g. a run's own config.yaml) names; prepares the corpus first if needed."""
-    from arches.data import prepare
+    from arches.data.cache import prepare
 
     prepared = prepare(cfg)
     return ensure_task_data(prepared.cache_dir, lambda: tuple(corpus_documents(cfg, prepared, ("test", "val"))), spec)
@@ -398,7 +398,7 @@ def task_data_for_config(cfg: Any, spec: TaskDataSpec) -> Path:
 
 def corpus_documents(cfg: Any, prepared: Any, splits: Sequence[str]) -> list[list[Doc]]:
     """[(name, text), ...] of each named split of a prepared corpus, by the names its splits.json records."""
-    from arches.data import build_source
+    from arches.data.cache import build_source
 
     texts = _unique_names(build_source(cfg.data, Path(str(cfg.cache_dir)).expanduser()).documents())
     recorded = prepared.splits()

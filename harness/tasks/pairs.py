@@ -398,7 +398,7 @@ def ensure_pairs_data(entry: Path, documents: Callable[[], tuple[list[Doc], list
 def pairs_data_for_config(cfg: Any, spec: PairSpec, empty_ok: bool = False) -> Path:
     """Build or reuse the pairs of the corpus that `cfg` (a root config with `data` and
     `cache_dir`) names, token counts under its cache entry's tokenizer.json."""
-    from arches.data import prepare
+    from arches.data.cache import prepare
 
     prepared = prepare(cfg)
     tokenizer = prepared.tokenizer()

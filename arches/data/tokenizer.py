@@ -16,7 +16,7 @@ from pathlib import Path
 
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
-from arches.errors import UserError
+from arches.errors import UserError, first_line
 
 # Ids 0..106, in this order, in every tokenizer the harness trains.
 # [MASK]: BERT's masked LM; <extra_id_i>: T5's span-corruption sentinels
@@ -136,8 +136,7 @@ def load_tokenizer(path: str | Path) -> Tokenizer:
     try:
         tokenizer = Tokenizer.from_file(str(path))
     except Exception as error:  # tokenizers raises a bare Exception on bad JSON
-        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise UserError(f"{path} is not a tokenizer.json ({first}); fix data.tokenizer_path") from error
+        raise UserError(f"{path} is not a tokenizer.json ({first_line(error)}); fix data.tokenizer_path") from error
     return text_only(tokenizer)
 
 
