@@ -82,7 +82,7 @@ def test_round_trip_random_unicode(tokenizer):
 
 
 def test_pieces_tokenize_like_the_whole_text(tokenizer):
-    # data.py encodes long documents in pieces for parallelism: it must not change a single token
+    # arches.data.splits encodes long documents in pieces for parallelism: it must not change a single token
     rng = random.Random(7)
     text = "".join(tiny_text(rng, 40) + rng.choice(["  \n", "\n\n  x", " \t", "🦜 ", "中 文\n"]) for _ in range(30))
     pieces = text_pieces(text, size=200)
