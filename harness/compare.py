@@ -168,7 +168,7 @@ def unigram_baseline(cfg: DictConfig) -> dict:
     (bits per byte as lm-eval computes it: the passages' nats / ln 2 / their UTF-8
     bytes), so it sits beside the runs' corpus_ppl bits_per_byte like for like."""
     from arches.data.cache import prepare
-    from harness.evaluate import eval_settings
+    from harness.eval_settings import eval_settings
     from harness.tasks.build import TaskDataSpec, task_data_for_config
     from harness.tasks.loader import load_corpus_task
 

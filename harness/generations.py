@@ -72,7 +72,7 @@ def choose_prompts(documents: Sequence[tuple[str, str]], count: int, seed: int) 
     line's first word that starts with a letter (past a verse number such as KJV's `1:3`), ranked by
     a seeded sha256 as the corpus tasks' examples are (harness.tasks.build._order), one per document
     first."""
-    from harness.tasks.build import _order, line_spans
+    from harness.tasks.corpus import _order, line_spans
 
     ranked = []
     for name, text in sorted(documents):

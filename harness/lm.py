@@ -6,7 +6,8 @@ with, sorts requests longest first, batches them, and hands each batch to the
 family's `SPEC.scorer` (arches/core/scoring.py). Results are cached in
 `<run>/eval/cache.sqlite`, keyed by the checkpoint's content hash *and* the request,
 so a re-run or a resumed evaluation is fast and one model's scores are never served
-to another (lm-eval's own `--use_cache` keys on the request alone: lm-eval issue #4063).
+to another (lm-eval's own `--use_cache` keys on the request alone: lm-eval issue #4063;
+harness/request_cache.py).
 
     lm_eval.simple_evaluate(model="arches", model_args="run=results/...,batch_size=16", ...)
     arches lm-eval --model arches --model_args run=results/... --tasks ... (lm-eval's own CLI)
@@ -17,7 +18,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import sqlite3
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -41,64 +41,16 @@ from arches.run import (
     pause_point,
     read_json,
 )
+from harness.request_cache import CACHE_FILE, RequestCache, checkpoint_sha256
 
 log = logging.getLogger(__name__)
 
-CACHE_FILE = Path("eval") / "cache.sqlite"
 # Part of every cache key: bump it when a change to the scorers changes their scores
 # (4: an empty context is no context in the blank formats, T5's sentinel and GLM's [MASK]).
 CACHE_VERSION = 4
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 DEFAULT_MAX_BATCH_SIZE = 512
 CPU_AUTO_BATCH_SIZE = 16  # a CPU out-of-memory kills the process, so there is nothing to probe
-
-
-def checkpoint_sha256(run_dir: Path) -> str:
-    """sha256 over the checkpoint's model.json and model.safetensors: its content, not its path."""
-    digest = hashlib.sha256()
-    for name in (MODEL_FILE, WEIGHTS_FILE):
-        with open(Path(run_dir) / CHECKPOINT_DIR / name, "rb") as handle:
-            digest.update(name.encode() + b"\0")
-            for block in iter(lambda: handle.read(1 << 20), b""):
-                digest.update(block)
-    return digest.hexdigest()
-
-
-class RequestCache:
-    """Finished results in a small SQLite table, keyed by (checkpoint sha256, request key)."""
-
-    def __init__(self, path: Path, checkpoint: str) -> None:
-        self.path = Path(path)
-        self.checkpoint = checkpoint
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.connection = sqlite3.connect(self.path, timeout=60)
-        with self.connection:
-            self.connection.execute(
-                "CREATE TABLE IF NOT EXISTS results (checkpoint TEXT NOT NULL, request TEXT NOT NULL, "
-                "kind TEXT NOT NULL, result TEXT NOT NULL, PRIMARY KEY (checkpoint, request))"
-            )
-
-    def get(self, keys: Sequence[str]) -> dict[str, Any]:
-        found: dict[str, Any] = {}
-        unique = list(dict.fromkeys(keys))
-        for start in range(0, len(unique), 500):
-            chunk = unique[start : start + 500]
-            rows = self.connection.execute(
-                f"SELECT request, result FROM results WHERE checkpoint = ? AND request IN ({','.join('?' * len(chunk))})",
-                [self.checkpoint, *chunk],
-            )
-            found.update((request, json.loads(result)) for request, result in rows)
-        return found
-
-    def put(self, kind: str, items: Sequence[tuple[str, Any]]) -> None:
-        with self.connection:
-            self.connection.executemany(
-                "INSERT OR REPLACE INTO results (checkpoint, request, kind, result) VALUES (?, ?, ?, ?)",
-                [(self.checkpoint, key, kind, json.dumps(result)) for key, result in items],
-            )
-
-    def __len__(self) -> int:
-        return self.connection.execute("SELECT COUNT(*) FROM results WHERE checkpoint = ?", [self.checkpoint]).fetchone()[0]
 
 
 def _parse_batch_size(value: Any) -> int | str:

@@ -49,7 +49,7 @@ def _task_names(argv: list[str]) -> set[str]:
 
 
 def _wants_corpus_tasks(argv: list[str]) -> bool:
-    from harness.evaluate import BUNDLED_TASKS
+    from harness.eval_tasks import BUNDLED_TASKS
 
     return bool(_task_names(argv) & {*BUNDLED_TASKS, CORPUS_TAG})
 
@@ -65,7 +65,7 @@ def corpus_task_arguments(argv: list[str]) -> list[str]:
         return argv
     if not _values(argv, "--include_path"):
         argv = [*argv, "--include_path", str(TASKS_DIR)]
-    from harness.evaluate import CORPUS_TASKS
+    from harness.eval_tasks import CORPUS_TASKS
     from harness.pairs_eval import PAIR_TASKS
     from harness.tasks.loader import PAIRS_ENV_VAR, PAIRS_METADATA_KEY
 
@@ -74,7 +74,7 @@ def corpus_task_arguments(argv: list[str]) -> list[str]:
     pairs = bool(_task_names(argv) & set(PAIR_TASKS)) and not (os.environ.get(PAIRS_ENV_VAR) or PAIRS_METADATA_KEY in metadata)
     if not corpus and not pairs:
         return argv  # the caller named the data folders itself
-    from harness.evaluate import _corpus_config, _run_folder, eval_settings
+    from harness.eval_settings import _corpus_config, _run_folder, eval_settings
     from harness.tasks.build import TaskDataSpec, task_data_for_config
     from harness.tasks.pairs import pair_spec, pairs_data_for_config
 

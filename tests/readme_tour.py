@@ -102,7 +102,8 @@ def _fake_bigbench(cache_dir: Path, work: Path) -> None:
     tests' small fake archive, converted into the tour's cache by the same code."""
     from test_bigbench import HYPERBATON, fake_archive
 
-    from harness.bigbench import convert_archive, spec_from_config, tasks_dir
+    from harness.bigbench import spec_from_config, tasks_dir
+    from harness.bigbench_convert import convert_archive
 
     from arches.config import compose
 

@@ -15,8 +15,9 @@ import numpy as np
 import pytest
 
 from arches.errors import UserError
-from harness import bigbench
-from harness.bigbench import ConvertSpec, convert_archive, ensure_bigbench
+from harness.bigbench import ensure_bigbench
+from harness.bigbench_archive import ARCHIVE_NAME
+from harness.bigbench_convert import ConvertSpec, convert_archive
 
 HYPERBATON = {
     "name": "hyperbaton",
@@ -123,7 +124,7 @@ def test_a_missing_task_or_unknown_name_is_one_clear_error(archive, tmp_path):
 def test_a_cached_archive_with_the_wrong_hash_is_refused(archive, tmp_path):
     cache = tmp_path / "cache"
     (cache / "downloads").mkdir(parents=True)
-    archive.rename(cache / "downloads" / bigbench.ARCHIVE_NAME)
+    archive.rename(cache / "downloads" / ARCHIVE_NAME)
     with pytest.raises(UserError, match="not the pinned"):
         ensure_bigbench(cache, ["hyperbaton"], ConvertSpec())
 

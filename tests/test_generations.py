@@ -78,7 +78,7 @@ def test_each_family_continues_the_same_held_out_prompts_in_its_format(evaluated
 
 
 def test_a_second_evaluation_reuses_the_samples_and_another_count_replaces_them(evaluated):
-    from harness.evaluate import _corpus_config, _run_folder
+    from harness.eval_settings import _corpus_config, _run_folder
     from harness.lm import ArchesLM
 
     root, runs = evaluated

@@ -24,7 +24,8 @@ from arches.core.scoring import UnsupportedRequest
 from arches.data.tokenizer import tokenizer_hash, train_tokenizer
 from arches.errors import UserError
 from arches.run import TOKENIZER_FILE, save_checkpoint, update_record
-from harness.lm import CACHE_FILE, ArchesLM, checkpoint_sha256
+from harness.lm import ArchesLM
+from harness.request_cache import CACHE_FILE, checkpoint_sha256
 
 REPO = Path(__file__).resolve().parents[1]
 TOLERANCE = 1e-5

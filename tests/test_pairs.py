@@ -14,8 +14,9 @@ import pytest
 from conftest import tiny_cfg
 
 from arches.errors import UserError
-from harness.tasks import pairs
-from harness.tasks.build import TASKS_DIR, WORD
+from harness.tasks import pairs, perturb
+from harness.tasks.build import TASKS_DIR
+from harness.tasks.corpus import WORD
 from harness.tasks.loader import PAIRS_ENV_VAR, PAIRS_METADATA_KEY, load_pairs_task
 from harness.tasks.pairs import KINDS, PairSpec, build_pairs, ensure_pairs_data, task_name
 
@@ -139,18 +140,18 @@ def test_swap_and_halves_keep_the_same_words_and_tokens(corpus):
 def test_lexical_and_morph_change_one_word_keeping_the_token_count_and_balance(corpus):
     docs, _, prepared, folder = corpus
     encode = encoder(prepared)
-    lexicon = pairs.Lexicon(docs["train"] + docs["val"], encode)
+    lexicon = perturb.Lexicon(docs["train"] + docs["val"], encode)
     for kind in ("lexical", "morph"):
         directions = []
         for row in rows(folder, kind):
             good, bad, word, new = row["good"], row["bad"], row["word"], row["replacement"]
             assert bad == good[: row["at"]] + new + good[row["at"] + len(word) :]
             assert len(encode([" " + good])[0]) == len(encode([" " + bad])[0])
-            assert lexicon.counts[new] >= pairs.MIN_COUNT and new.islower()
-            shares_base = bool(pairs._bases(word) & pairs._bases(new))
+            assert lexicon.counts[new] >= perturb.MIN_COUNT and new.islower()
+            shares_base = bool(perturb._bases(word) & perturb._bases(new))
             assert shares_base == (kind == "morph"), (word, new)
             if kind == "lexical":
-                assert abs(lexicon.score[new] - lexicon.score[word]) <= math.log(pairs.LEXICAL_RATIO) + 1e-12
+                assert abs(lexicon.score[new] - lexicon.score[word]) <= math.log(perturb.LEXICAL_RATIO) + 1e-12
             directions.append(lexicon.direction(word, new))
         # as many replacements more likely under a unigram as less likely
         assert abs(directions.count(1) - directions.count(-1)) <= 1, kind
@@ -187,7 +188,7 @@ def test_the_unigram_tells_pairs_apart_when_they_are_not_frequency_matched(corpu
     """The chance test has teeth: the lexical pairs with each replacement swapped for a rare
     word of the same token count put the same unigram far outside the band."""
     docs, _, prepared, folder = corpus
-    lexicon = pairs.Lexicon(docs["train"] + docs["val"], encoder(prepared))
+    lexicon = perturb.Lexicon(docs["train"] + docs["val"], encoder(prepared))
     rarest = {}
     for word in sorted(lexicon.open, key=lambda w: (lexicon.counts[w], w)):
         rarest.setdefault(lexicon.size[word], word)

@@ -13,6 +13,7 @@ from conftest import tiny_cfg, tiny_text
 
 from harness.tasks import build
 from harness.tasks.build import TASK_NAMES, TASKS_DIR, TaskDataSpec, build_examples, ensure_task_data
+from harness.tasks.corpus import WORD
 from harness.tasks.loader import ENV_VAR, METADATA_KEY, load_corpus_task
 
 SPEC = TaskDataSpec(max_examples=40, fewshot_pool=8, seed=7)
@@ -105,7 +106,7 @@ def test_cloze_targets_are_last_words_that_mostly_occurred_earlier(corpus):
         assert text[row["start"] : passage_end] == row["context"] + row["continuation"]
         rest_of_line = text[passage_end:].split("\n", 1)[0]
         assert rest_of_line.strip() and not any(ch.isalnum() for ch in rest_of_line)  # only punctuation follows
-        earlier = {w.lower() for w in build.WORD.findall(row["context"])}
+        earlier = {w.lower() for w in WORD.findall(row["context"])}
         assert row["in_context"] == (row["target"].lower() in earlier)
     assert sum(row["in_context"] for row in examples) / len(examples) >= 0.5
     # LAMBADA's preference: every seen-before target precedes the others in the file

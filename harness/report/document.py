@@ -69,6 +69,27 @@ def write_report(folder: Path | str, options: ReportOptions | None = None) -> Pa
     variants = variant_order(runs, experiment)
     runs = sorted(runs, key=lambda r: variants.index(r["variant"]))  # stable: seeds stay in order
     colors = colors_for(variants)
+
+    blocks = _header_blocks(folder, runs, experiment)
+    findings = wang2022_findings(runs, long, comparer) if experiment == WANG2022 else []
+    blocks += summary_blocks(table, runs, findings)  # what was found, before any table
+    blocks += provenance.header_blocks(runs)
+    blocks += _variants_blocks(runs, variants, baseline)
+    blocks += _scores_blocks(table, variants)
+    blocks += group_blocks(groups, long, [v for v in variants if v in set(groups["variant"])], comparer,
+                           options.test, mismatched)
+    blocks += robustness_blocks(runs, long, comparer, variants)  # the order under other scoring rules: flips
+    blocks += findings
+    blocks += samples_blocks(runs, variants)  # each variant's greedy continuations of held-out prompts
+
+    plots = _plots(runs, baseline, long, table, colors, comparer, seeds)
+    blocks += _runs_blocks(runs)
+    blocks += _plot_blocks(folder, plots)
+    return _write_files(folder, blocks, runs, baseline, table, seeds, experiment)
+
+
+def _header_blocks(folder: Path, runs: list[dict], experiment: str) -> list[tuple[str, Any]]:
+    """The title and the line saying when, from what and on which data the report was built."""
     status = Counter(r["status"] for r in runs)
     tokenizer = store.check_one_tokenizer(runs)
     when = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
@@ -81,9 +102,12 @@ def write_report(folder: Path | str, options: ReportOptions | None = None) -> Pa
         + ", ".join(f"{n} {s}" for s, n in sorted(status.items()))
         + f". Tokenizer `{str(tokenizer or MISSING)[:12]}`; data {data}; size {sizes}."
     )))
-    findings = wang2022_findings(runs, long, comparer) if experiment == WANG2022 else []
-    blocks += summary_blocks(table, runs, findings)  # what was found, before any table
-    blocks += provenance.header_blocks(runs)
+    return blocks
+
+
+def _variants_blocks(runs: list[dict], variants: list[str], baseline: dict | None) -> list[tuple[str, Any]]:
+    """The Variants section: what every seed of a variant shares, the knobs that differ."""
+    blocks: list[tuple[str, Any]] = []
     blocks.append(("h2", "Variants"))
     blocks.append(("table", variants_display(runs, variants, baseline)))
     matching = flops_matching(runs)
@@ -105,6 +129,12 @@ def write_report(folder: Path | str, options: ReportOptions | None = None) -> Pa
         blocks += [("p", "**Knobs that differ between variants.**"), ("table", knobs_table)]
     if shared_sentence:
         blocks.append(("p", shared_sentence))
+    return blocks
+
+
+def _scores_blocks(table, variants: list[str]) -> list[tuple[str, Any]]:
+    """The Scores section: the primary metric per task and variant, then the comparisons."""
+    blocks: list[tuple[str, Any]] = []
     blocks.append(("h2", "Scores"))
     if table.empty:
         blocks.append(("p", "No evaluation scores are recorded in these runs yet."))
@@ -117,14 +147,12 @@ def write_report(folder: Path | str, options: ReportOptions | None = None) -> Pa
             "the task holds. " + scores_legend(table) + (" " + mismatch.warning_text(table)).rstrip()
         )))
         blocks += comparison_blocks(table)  # each variant against the bold one: diff, Holm p, BH q, MDE
+    return blocks
 
-    blocks += group_blocks(groups, long, [v for v in variants if v in set(groups["variant"])], comparer,
-                           options.test, mismatched)
-    blocks += robustness_blocks(runs, long, comparer, variants)  # the order under other scoring rules: flips
-    blocks += findings
-    blocks += samples_blocks(runs, variants)  # each variant's greedy continuations of held-out prompts
 
-    plots = [
+def _plots(runs, baseline, long, table, colors, comparer, seeds) -> list[tuple[str, str, bytes | None]]:
+    """(title, file name, PNG bytes or None where the plot does not apply) of every plot."""
+    return [
         ("Training curves: validation loss against tokens seen, one panel per objective", "training_curves.png",
          plot_training_curves(runs, baseline, colors)),
         ("Each task's score against training FLOPs", "score_vs_flops.png",
@@ -138,10 +166,21 @@ def write_report(folder: Path | str, options: ReportOptions | None = None) -> Pa
          plot_score_vs_shots(table, colors, seeds)),
         ("Training throughput (tokens/s) per variant", "throughput.png", plot_throughput(runs, colors)),
     ]
+
+
+def _runs_blocks(runs: list[dict]) -> list[tuple[str, Any]]:
+    """The Runs section: each run's own values."""
+    blocks: list[tuple[str, Any]] = []
     blocks.append(("h2", "Runs"))
     blocks.append(("p", "Each run's own values (the Variants table holds what every seed shares: parameters, FLOPs)."))
     per_run = runs_display(runs, None)  # the unigram baseline is a row of the Variants table
     blocks.append(("table", per_run.drop(columns=[c for c in SHOWN_IN_VARIANTS if c in per_run.columns])))
+    return blocks
+
+
+def _plot_blocks(folder: Path, plots: list[tuple[str, str, bytes | None]]) -> list[tuple[str, Any]]:
+    """The Plots section; each PNG is written beside the report, a stale one removed."""
+    blocks: list[tuple[str, Any]] = []
     blocks.append(("h2", "Plots"))
     for title, name, png in plots:
         if png is None:
@@ -151,7 +190,11 @@ def write_report(folder: Path | str, options: ReportOptions | None = None) -> Pa
         blocks += [("p", f"**{title}.**"), ("img", (title, name, png))]
     if all(png is None for _, _, png in plots):
         blocks.append(("p", "No plots yet: no run has a validation history, scores or a throughput."))
+    return blocks
 
+
+def _write_files(folder: Path, blocks, runs, baseline, table, seeds, experiment: str) -> Path:
+    """The tables as CSV, the index, then report.html and report.md; the path of report.md."""
     store.write_text_atomic(folder / "runs.csv", runs_raw(runs, baseline).to_csv(index=False))
     store.write_text_atomic(folder / "scores.csv", table.to_csv(index=False))
     store.write_text_atomic(folder / "seeds.csv", seeds.to_csv(index=False))
