@@ -10,7 +10,7 @@ from arches.errors import RunFailure, first_line
 
 
 def counts(trial) -> bool:
-    """A trial with an outcome: it counts towards tune.n_trials (see the module docstring)."""
+    """A trial with an outcome: it counts towards tune.n_trials (see the docstring of `arches.tune`)."""
     from optuna.trial import TrialState
 
     if trial.state in (TrialState.COMPLETE, TrialState.PRUNED):
