@@ -45,7 +45,7 @@ DATA_COMMANDS = {"prepare": ("arches.data.command", "prepare_command"), "bigbenc
 COMMANDS = {
     "list": ("arches.listing", "list_command"),
     "train": ("arches.train", "train_command"),
-    "tune": ("arches.tune", "tune_command"),
+    "tune": ("arches.tune.command", "tune_command"),
     "eval": ("harness.evaluate", "eval_command"),
     "lm-eval": ("harness.lm", "lm_eval_command"),
     "compare": ("harness.compare", "compare_command"),

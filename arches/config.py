@@ -15,7 +15,7 @@ from pathlib import Path
 import yaml
 from omegaconf import DictConfig, OmegaConf
 
-from arches.errors import UserError, unknown
+from arches.errors import UserError, first_line, unknown
 
 CONFIG_NAME = "config"
 
@@ -118,3 +118,29 @@ MULTIRUN_FLAGS = ("-m", "--multirun")
 def split_multirun(argv: list[str]) -> tuple[bool, list[str]]:
     """Hydra's `-m`/`--multirun` flag and the overrides around it: (multirun?, overrides)."""
     return any(arg in MULTIRUN_FLAGS for arg in argv), [arg for arg in argv if arg not in MULTIRUN_FLAGS]
+
+
+def expand_grid(overrides: list[str]) -> list[list[str]]:
+    """The jobs of a `-m` grid, in order: `arch=gpt,bert size=debug,tiny` is (gpt, debug),
+    (gpt, tiny), (bert, debug), (bert, tiny). It is Hydra's own override grammar and its
+    basic sweeper's cartesian product, the expansion `arches train -m` runs through Hydra's
+    multirun, so every command that takes a grid reads it alike: comma lists and range()
+    sweep, brackets (`data.paths=[/a,/b]`) are one value, and a key given twice keeps its
+    first place and its last value. A grid Hydra cannot expand is one line."""
+    # BasicSweeper.split_arguments is what Hydra's multirun calls; it lives in hydra._internal
+    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import HydraException
+
+    try:
+        parsed = OverridesParser.create().parse_overrides(list(overrides))
+    except HydraException as error:
+        raise UserError(f"bad override: {first_line(error)}") from None
+    for override, text in zip(parsed, overrides):
+        if override.is_sweep_override() and not override.is_discrete_sweep():
+            raise UserError(f"{text}: a grid takes lists and ranges, not intervals")
+    try:
+        (jobs,) = BasicSweeper.split_arguments(parsed, max_batch_size=None)
+    except HydraException as error:  # e.g. glob(), which needs a running Hydra app's config loader
+        raise UserError(f"bad override: {first_line(error)}") from None
+    return jobs

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 
 from omegaconf import DictConfig, OmegaConf
 
-from arches.config import compose, config_groups, group_choices, split_multirun
+from arches.config import compose, config_groups, expand_grid, group_choices, split_multirun
 from arches.errors import UserError
 from arches.listing import GROUPS, value_text
 
@@ -289,9 +289,7 @@ def show_config(argv: list[str], overrides_for: Callable[[list[str]], tuple[list
     mode, resolve, rest = cfg_request(argv)  # type: ignore[misc]
     multirun, overrides = split_multirun(rest)
     if multirun:
-        from arches.tune import expand_sweeps  # Hydra's basic sweeper's expansion
-
-        jobs = expand_sweeps(overrides)
+        jobs = expand_grid(overrides)  # Hydra's basic sweeper's expansion
     else:
         jobs = [overrides]
     documents = []

@@ -31,7 +31,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
-from arches.config import auto_switch, check_overrides, compose, split_multirun, sweeps_dir, to_container
+from arches.config import auto_switch, check_overrides, compose, expand_grid, split_multirun, sweeps_dir, to_container
 from arches.errors import ArchesError, RunFailure, UserError, write_failure
 from arches.run import (
     CHECKPOINT_DIR,
@@ -709,6 +709,7 @@ def train_command(argv: list[str]) -> None:
             raise
         print(record["run_dir"])
         return
+    expand_grid(overrides)  # a bad grid is one line here, not Hydra's traceback
     import hydra
 
     app = hydra.main(config_path=str(sweeps_dir()), config_name="config", version_base=None)(_hydra_task)

@@ -37,7 +37,7 @@ from arches.bench import (
     synthetic_tokenizer,
     transformers_missing,
 )
-from arches.config import compose, group_choices
+from arches.config import compose, expand_grid, group_choices
 from arches.errors import UserError, unknown
 from arches.run import write_json
 
@@ -63,8 +63,8 @@ def parse(argv: list[str]) -> tuple[list[str] | None, str | None, str, list[str]
         else:
             key, value = arg.split("=", 1)
             key = key.lstrip("+~")
-            if key == "arch":
-                presets = [p.strip() for p in value.split(",") if p.strip()]
+            if key == "arch":  # the presets in the order of the grid `train -m` and `tune -m` expand
+                presets = [job[0].split("=", 1)[1] for job in expand_grid([arg]) if not job[0].endswith("=")]
                 if not presets:
                     raise UserError(f"arch= names no preset; e.g. arch=gpt,bert; valid: {', '.join(group_choices('arch'))}")
                 for preset in presets:

@@ -112,7 +112,7 @@ def plan(overrides: list[str]) -> tuple[DictConfig, list[PlannedRun], list[str]]
 
 def tuned_studies(cfg: DictConfig) -> dict[str, dict]:
     """`tuned=<study>` or `tuned=[a,b]`: each study's best trial, by the preset it tuned."""
-    from arches.tune import tuned_overrides
+    from arches.tune.best import tuned_overrides
 
     names = cfg.get("tuned")
     if not names:

@@ -184,7 +184,8 @@ def test_ddp_tune_asks_the_study_on_rank_zero_and_both_ranks_train_its_trials(co
 
 
 def test_ddp_tune_failed_and_pruned_trials_stop_every_rank(corpus, tmp_path):
-    from arches.tune import open_study, prepare_job
+    from arches.tune.run import prepare_job
+    from arches.tune.study import open_study
 
     results = tmp_path / "results"
     overrides = ["arch=gpt", "size=debug", "tune=lr_wd", *corpus, *DDP, f"results_dir={results}",

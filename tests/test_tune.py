@@ -24,17 +24,11 @@ from optuna.trial import TrialState
 
 from arches.config import compose, sweeps_dir
 from arches.errors import UserError
-from arches.tune import (
-    Settings,
-    _driver_url,
-    expand_sweeps,
-    open_study,
-    prepare_job,
-    shape_overrides,
-    tune,
-    tune_command,
-    tuned_overrides,
-)
+from arches.tune.best import tuned_overrides
+from arches.tune.command import tune_command
+from arches.tune.run import prepare_job, tune
+from arches.tune.space import Settings, shape_overrides
+from arches.tune.study import _driver_url, open_study
 
 optuna.logging.set_verbosity(optuna.logging.ERROR)
 
@@ -147,15 +141,8 @@ def test_shape_space_keeps_non_embedding_parameters():
         assert model.head_dim == base.d_model // base.n_heads
 
 
-def test_expand_sweeps_is_the_cartesian_product():
-    jobs = expand_sweeps(["arch=gpt,bert", "size=debug,tiny", "data.paths=[/a,/b]", "tune=lr_wd"])
-    assert len(jobs) == 4
-    assert jobs[0] == ["arch=gpt", "size=debug", "data.paths=[/a,/b]", "tune=lr_wd"]
-    assert jobs[-1][:2] == ["arch=bert", "size=tiny"]
-
-
 def test_budget_counts_outcomes_and_refuses_a_surplus_trial():
-    from arches.tune import _surplus, counts, progress
+    from arches.tune.trials import counts, is_surplus, progress
 
     study = optuna.create_study()
     study.add_trial(optuna.create_trial(value=1.0))  # complete: counts
@@ -167,7 +154,7 @@ def test_budget_counts_outcomes_and_refuses_a_surplus_trial():
     other_worker = study.ask()  # running elsewhere: takes the fourth slot of a budget of 4
     mine = study.ask()
     assert progress(study) == (3, 2)
-    assert not _surplus(study, other_worker.number, 4) and _surplus(study, mine.number, 4)
+    assert not is_surplus(study, other_worker.number, 4) and is_surplus(study, mine.number, 4)
 
 
 # --- bad input: one line, exit 2, nothing touched ----------------------------------
