@@ -178,7 +178,7 @@ def test_span_corruption_sentinel_capacity_is_checked_when_composing(arch):
     # limit the message names is the longest window that fits, found by trying it
     import numpy as np
 
-    from arches.core.noise import random_spans_noise_mask, span_corrupt
+    from arches.families.noise import random_spans_noise_mask, span_corrupt
     from arches.errors import UserError
     from arches.registry import family
     from arches.tokenizer import SENTINEL_COUNT

@@ -32,7 +32,7 @@ from arches.bench import _cpu_attention_formulas
 from arches.config import compose, group_choices
 from arches.core.flops import TRAINING_MULTIPLIER
 from arches.core.stack import IGNORE_INDEX
-from arches.glm import sample_spans, span_count_probabilities
+from arches.families.glm import sample_spans, span_count_probabilities
 from arches.tokenizer import Specials
 from harness.compare import plan
 

@@ -20,7 +20,7 @@ from conftest import CHOICE_QUESTIONS
 from lm_eval.api.instance import Instance
 from test_scorers import build_model, requests, tokenizer  # noqa: F401  (the session tokenizer fixture)
 
-from arches.core.scoring import UnsupportedRequest
+from arches.families.scoring import UnsupportedRequest
 from arches.errors import UserError
 from arches.run import TOKENIZER_FILE, save_checkpoint, update_record
 from arches.tokenizer import tokenizer_hash, train_tokenizer

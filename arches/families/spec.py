@@ -21,7 +21,7 @@ class FamilySpec:
       only (logits (N, V)), and a chunked loss (`SpeedConfig.loss_chunk_size`) returns
       None for them.
     - `collate(arch, specials, seq_len)` -> the objective: list of windows -> batch.
-    - `scorer(model, tokenizer, arch, **options)` -> a Scorer for lm-eval (`arches.core.scoring`).
+    - `scorer(model, tokenizer, arch, **options)` -> a Scorer for lm-eval (`arches.families.scoring`).
     - `input_len(arch, seq_len)` -> the longest sequence the model sees for a window,
       which `max_len` must cover.
     - `trained_lengths(arch, seq_len)` -> the longest lengths training on `seq_len`-token

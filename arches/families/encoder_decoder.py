@@ -21,10 +21,12 @@ import numpy as np
 import torch
 from torch import nn
 
-from arches.core import FamilySpec, LMHead, ModelConfig, Transformer, masks
+from arches.core import LMHead, ModelConfig, Transformer, masks
 from arches.core.attention import KVCache
 from arches.core.flops import TRAINING_MULTIPLIER, expected, head_flops, memory_kv_flops, stack_forward_flops
-from arches.core.noise import (
+from arches.core.stack import init_weights
+from arches.errors import UserError
+from arches.families.noise import (
     batch_rng,
     check_sentinel_capacity,
     pad_labels,
@@ -33,9 +35,18 @@ from arches.core.noise import (
     span_corrupt,
     span_corrupted_lengths,
 )
-from arches.core.scoring import ROLLING_SPAN, BaseScorer, GreedyStops, TokenPair, check_options, choose_format, pad_rows, score_positions, sum_by_request
-from arches.core.stack import init_weights
-from arches.errors import UserError
+from arches.families.scoring import (
+    ROLLING_SPAN,
+    BaseScorer,
+    GreedyStops,
+    TokenPair,
+    check_options,
+    choose_format,
+    pad_rows,
+    score_positions,
+    sum_by_request,
+)
+from arches.families.spec import FamilySpec
 from arches.tokenizer import Specials
 
 OBJECTIVES = ("span_corruption", "prefix_lm")

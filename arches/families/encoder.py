@@ -12,11 +12,13 @@ import numpy as np
 import torch
 from torch import nn
 
-from arches.core import FamilySpec, LMHead, ModelConfig, Transformer, masks
+from arches.core import LMHead, ModelConfig, Transformer, masks
 from arches.core.flops import TRAINING_MULTIPLIER, head_flops, stack_forward_flops
-from arches.core.noise import batch_rng
 from arches.core.positions import document_position_ids
-from arches.core.scoring import (
+from arches.core.stack import IGNORE_INDEX, init_weights
+from arches.errors import UserError
+from arches.families.noise import batch_rng
+from arches.families.scoring import (
     BaseScorer,
     TokenPair,
     UnsupportedRequest,
@@ -29,8 +31,7 @@ from arches.core.scoring import (
     word_byte_tables,
     word_ends,
 )
-from arches.core.stack import IGNORE_INDEX, init_weights
-from arches.errors import UserError
+from arches.families.spec import FamilySpec
 from arches.tokenizer import SPECIAL_ROLES, SPECIAL_TOKENS, Specials
 
 OBJECTIVES = ("mlm",)
@@ -149,7 +150,7 @@ class EncoderScorer(BaseScorer):
     each continuation token is scored by one copy of the sequence with that token
     replaced by [MASK], and the copies are batched. Format `pll_word_l2r` (the
     default) is Kauf & Ivanova 2023's PLL-word-l2r: the later tokens of the same word
-    are masked too (see `arches.core.scoring.word_ends`), which removes plain PLL's
+    are masked too (see `arches.families.scoring.word_ends`), which removes plain PLL's
     inflated scores for multi-token words; `pll` masks only the scored token.
 
     `batch_size` counts masked copies (forward rows), not requests. No marker is

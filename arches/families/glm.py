@@ -23,13 +23,24 @@ import numpy as np
 import torch
 from torch import nn
 
-from arches.core import FamilySpec, LMHead, ModelConfig, Transformer, masks
+from arches.core import LMHead, ModelConfig, Transformer, masks
 from arches.core.attention import KVCache
 from arches.core.flops import TRAINING_MULTIPLIER, expected, head_flops, stack_forward_flops
-from arches.core.noise import batch_rng, pad_labels, pad_stack
-from arches.core.scoring import ROLLING_SPAN, BaseScorer, GreedyStops, TokenPair, check_options, choose_format, pad_rows, score_positions, sum_by_request
 from arches.core.stack import IGNORE_INDEX, init_weights
 from arches.errors import UserError
+from arches.families.noise import batch_rng, pad_labels, pad_stack
+from arches.families.scoring import (
+    ROLLING_SPAN,
+    BaseScorer,
+    GreedyStops,
+    TokenPair,
+    check_options,
+    choose_format,
+    pad_rows,
+    score_positions,
+    sum_by_request,
+)
+from arches.families.spec import FamilySpec
 from arches.tokenizer import Specials
 
 OBJECTIVES = ("blank_infilling",)
