@@ -141,9 +141,10 @@ class Settings:
         )
 
     def shape(self, family: str) -> Shape:
-        if family not in self.shapes:
-            raise UserError(f"bench.shapes has no entry for the {family} family; add bench.shapes.{family}={{batch_size: B, seq_len: T}}")
-        return self.shapes[family]
+        """`bench.shapes.<family>`, else the family's own (FamilySpec.bench_shape)."""
+        if family in self.shapes:
+            return self.shapes[family]
+        return Shape(*registry.family(family).bench_shape)
 
     @property
     def on_gpu(self) -> bool:
@@ -191,7 +192,7 @@ def synthetic_sentence(rng: random.Random, words: list[str], length: int) -> str
 
 
 def synthetic_tokenizer(settings: Settings):
-    """A byte-level BPE (arches.tokenizer) on seeded synthetic text: the scorers' and
+    """A byte-level BPE (arches.data.tokenizer) on seeded synthetic text: the scorers' and
     lm-eval's tokenizer. Its vocabulary fits inside the benchmarked models'."""
     return _tokenizer(settings.seed, min(settings.vocab_size, TOKENIZER_VOCAB))
 
@@ -392,13 +393,14 @@ def transformers_missing() -> str | None:
 
 
 def has_twin(preset: str, arch: dict) -> bool:
-    """Whether arches.interop maps this preset onto a transformers class (prefix-LM
-    decoders and document masks have none)."""
+    """Whether arches.interop maps this preset onto a transformers class and its family
+    has a twin batch (FamilySpec.hf_batch); prefix-LM decoders and document masks have none."""
     from arches import interop
 
     architecture = interop.BY_PRESET.get(preset)
     return (
         architecture is not None and architecture.family == arch.get("family")
+        and registry.family(architecture.family).hf_batch is not None
         and not arch.get("prefix_lm") and not arch.get("document_mask")
     )  # fmt: skip
 
@@ -419,8 +421,7 @@ def transformers_twin(preset: str, arch: dict, model: nn.Module, specials: Speci
     except UserError as error:
         return None, f"{architecture.hf_class} cannot express this {preset}: {error}"
     values.update(pad_token_id=specials.pad, bos_token_id=specials.bos, eos_token_id=specials.eos)
-    if architecture.family == "encoder_decoder":
-        values["decoder_start_token_id"] = specials.bos
+    values.update(registry.family(architecture.family).hf_config_ids(specials))
     config = transformers.AutoConfig.for_model(architecture.model_type, **values)
     twin = getattr(transformers, architecture.auto_class).from_config(config)
     weights = interop.export_weights(model, architecture, config, model.cfg)
@@ -432,33 +433,12 @@ def transformers_twin(preset: str, arch: dict, model: nn.Module, specials: Speci
     return twin, architecture.hf_class
 
 
-def _takes_shift_labels() -> bool:
-    try:
-        import inspect
-
-        from transformers.loss.loss_utils import ForCausalLMLoss
-    except ImportError:
-        return False
-    return "shift_labels" in inspect.signature(ForCausalLMLoss).parameters
-
-
 def transformers_batch(family: str, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Our batch in transformers' keyword arguments, predicting the same targets."""
-    if family == "decoder":
-        labels = batch["labels"].contiguous()
-        if _takes_shift_labels():  # our labels are already the next tokens: no shift
-            return {"input_ids": batch["input_ids"], "labels": labels, "shift_labels": labels}
-        return {"input_ids": batch["input_ids"], "labels": batch["input_ids"]}  # older transformers: it shifts
-    if family == "encoder":
-        return {"input_ids": batch["input_ids"], "labels": batch["labels"]}
-    if family == "encoder_decoder":
-        return {
-            "input_ids": batch["input_ids"],
-            "attention_mask": batch["is_real"].long(),
-            "decoder_input_ids": batch["decoder_input_ids"],
-            "labels": batch["labels"],
-        }
-    raise UserError(f"no transformers batch for the {family} family")
+    """Our batch in transformers' keyword arguments, predicting the same targets (FamilySpec.hf_batch)."""
+    hf_batch = registry.family(family).hf_batch
+    if hf_batch is None:
+        raise UserError(f"no transformers batch for the {family} family")
+    return hf_batch(batch)
 
 
 # --------------------------------------------------------------------------- one preset

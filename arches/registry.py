@@ -11,15 +11,16 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from arches.core import FamilySpec, ModelConfig
+from arches.core import ModelConfig
 from arches.errors import UserError, unknown
+from arches.families.spec import FamilySpec
 
 # One line per family: name -> module exporting SPEC.
 FAMILIES: dict[str, str] = {
-    "decoder": "arches.decoder",
-    "encoder": "arches.encoder",
-    "encoder_decoder": "arches.encoder_decoder",
-    "glm": "arches.glm",
+    "decoder": "arches.families.decoder",
+    "encoder": "arches.families.encoder",
+    "encoder_decoder": "arches.families.encoder_decoder",
+    "glm": "arches.families.glm",
 }
 
 SIZE_KEYS = ("d_model", "n_layers", "n_heads", "n_kv_heads", "d_ff", "max_len", "dropout")

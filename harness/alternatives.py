@@ -37,8 +37,6 @@ from harness.eval_records import EVAL_DIR, record_entries, scored_pass, write_re
 RECORD_KEY = "alternatives"  # run.json's key, beside `evals`
 FOLDER = f"{EVAL_DIR}/alternatives"
 SETTING = "alternative_formats"  # eval.alternative_formats
-# the checkpoint's default format -> the one scored beside it
-ALTERNATIVE_FORMATS = {"pll_word_l2r": "pll", "t5_sentinel": "plain", "mask": "gmask"}
 
 
 def enabled(cfg: Any) -> bool:
@@ -77,8 +75,13 @@ def score_alternatives(cfg: Any, settings: dict, run_dir: Path, model, resolved:
                        members: dict[str, list[str]]) -> tuple[dict[str, dict], list[str]]:
     """({format: {"task|0": entry}}, notes): the 0-shot multiple-choice tasks in the alternative format
     of `model`'s default, with the main pass's limit and seeds; ({}, []) when off or there is none."""
-    alternative = ALTERNATIVE_FORMATS.get(model.scoring_format)
-    if not enabled(cfg) or alternative is None:
+    from arches.registry import family
+
+    if not enabled(cfg):
+        return {}, []
+    # the checkpoint's default format -> the one scored beside it (FamilySpec.alternatives)
+    alternative = family(model.meta["family"]).alternative_of(model.scoring_format)
+    if alternative is None:
         return {}, []
     names = multiple_choice_names(resolved["names"], tasks, members, settings["shots"])
     if not names:

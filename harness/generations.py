@@ -105,7 +105,7 @@ def held_out_prompts(corpus_cfg: DictConfig, prepared: Any, count: int, seed: in
 
 def continue_prompts(scorer: Any, prompts: list[str], max_tokens: int = MAX_NEW_TOKENS) -> tuple:
     """(greedy continuations, None), or (None, why) for a family that does not generate (a masked LM)."""
-    from arches.core.scoring import UnsupportedRequest
+    from arches.families.scoring import UnsupportedRequest
 
     try:
         return scorer.generate(list(prompts), [[] for _ in prompts], max_tokens), None

@@ -3,7 +3,7 @@
 It rebuilds a run's model from the checkpoint's own config (never the command
 line), checks that the run folder's tokenizer is the one the model was trained
 with, sorts requests longest first, batches them, and hands each batch to the
-family's `SPEC.scorer` (arches/core/scoring.py). Results are cached in
+family's `SPEC.scorer` (arches/families/scoring.py). Results are cached in
 `<run>/eval/cache.sqlite`, keyed by the checkpoint's content hash *and* the request,
 so a re-run or a resumed evaluation is fast and one model's scores are never served
 to another (lm-eval's own `--use_cache` keys on the request alone: lm-eval issue #4063;

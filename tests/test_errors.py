@@ -178,9 +178,9 @@ def test_span_corruption_sentinel_capacity_is_checked_when_composing(arch):
     # limit the message names is the longest window that fits, found by trying it
     import numpy as np
 
-    from arches.core.noise import random_spans_noise_mask, span_corrupt
     from arches.data.tokenizer import SENTINEL_COUNT
     from arches.errors import UserError
+    from arches.families.noise import random_spans_noise_mask, span_corrupt
     from arches.registry import family
 
     spec = family(arch["family"])

@@ -33,7 +33,7 @@ from arches.config import compose, group_choices
 from arches.core.flops import TRAINING_MULTIPLIER
 from arches.core.stack import IGNORE_INDEX
 from arches.data.tokenizer import Specials
-from arches.glm import sample_spans, span_count_probabilities
+from arches.families.glm import sample_spans, span_count_probabilities
 from harness.compare import plan
 
 SPECIALS = Specials(pad=0, bos=1, eos=2, mask=3, sop=4, eop=5, gmask=6, sentinels=tuple(range(7, 107)))

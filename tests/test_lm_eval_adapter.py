@@ -20,9 +20,9 @@ from conftest import CHOICE_QUESTIONS
 from lm_eval.api.instance import Instance
 from test_scorers import build_model, requests, tokenizer  # noqa: F401  (the session tokenizer fixture)
 
-from arches.core.scoring import UnsupportedRequest
 from arches.data.tokenizer import tokenizer_hash, train_tokenizer
 from arches.errors import UserError
+from arches.families.scoring import UnsupportedRequest
 from arches.run import TOKENIZER_FILE, save_checkpoint, update_record
 from harness.lm import ArchesLM
 from harness.request_cache import CACHE_FILE, checkpoint_sha256

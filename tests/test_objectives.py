@@ -12,12 +12,13 @@ import pytest
 import torch
 import yaml
 
-from arches import glm, registry
+from arches import registry
 from arches.config import group_choices, sweeps_dir
 from arches.core import masks
-from arches.core.noise import random_spans_noise_mask, span_corrupt, span_counts
 from arches.core.stack import IGNORE_INDEX
 from arches.data.tokenizer import SPECIAL_TOKENS, Specials
+from arches.families import glm
+from arches.families.noise import random_spans_noise_mask, span_corrupt, span_counts
 
 SPECIALS = Specials(pad=0, bos=1, eos=2, mask=3, sop=4, eop=5, gmask=6, sentinels=tuple(range(7, 107)))
 VOCAB = 300

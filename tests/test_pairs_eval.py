@@ -332,7 +332,7 @@ def hf_pll_word_l2r(model, tokenizer, prefix_id: int, text: str) -> tuple[float,
 
 
 def arches_words(scorer, text: str) -> list[int]:
-    from arches.core.scoring import word_ends
+    from arches.families.scoring import word_ends
 
     ends = word_ends(scorer.encode(text), scorer.starts_word, scorer.ends_word)
     return [sorted(set(ends)).index(end) for end in ends]

@@ -17,9 +17,9 @@ from harness import store
 from harness.report import write_report
 from harness.report.robustness import (
     COLUMNS,
-    RULES,
     robustness_blocks,
     robustness_table,
+    rules,
 )
 from harness.report.scores import Comparer
 
@@ -97,13 +97,13 @@ def test_sum_and_mean_disagreeing_is_a_significant_flip_and_a_small_reversal_is_
     for variant, docs in (("a", A), ("b", B), ("c", C)):
         run_folder(tmp_path, variant, docs)
     table = _table(tmp_path)
-    row = table.loc[RULES[0].title]
+    row = table.loc[rules()[0].title]
     assert row[FIRST] == "b 1.00 > c 0.520 > a 0.500"
     assert row[SECOND] == "a 1.00 > c 0.980 > b 0.500"
     assert row["order"] == "flips: b ↔ a, b ↔ c; 1 pair reversed, order not resolved"  # c ↔ a: 2 docs each way
     # acc_norm (per character, the delimiter left out: 3 vs 11 characters) picks as the token mean does here
-    assert table.loc[RULES[1].title, SECOND] == "a 1.00 > c 0.980 > b 0.500"
-    for rule in RULES[2:]:  # no encoder, T5 or GLM variant
+    assert table.loc[rules()[1].title, SECOND] == "a 1.00 > c 0.980 > b 0.500"
+    for rule in rules()[2:]:  # no encoder, T5 or GLM variant
         assert table.loc[rule.title, FIRST].startswith("not applicable: no variant was scored in")
 
 
@@ -112,7 +112,7 @@ def test_a_format_rule_reads_the_alternative_pass_and_says_where_it_is_missing(t
     run_folder(tmp_path, "gpt", right[:20] + wrong[:10])  # 0.667 in its own (only) format
     run_folder(tmp_path, "bert", right, family="encoder", scoring_format="pll_word_l2r",
                alternatives={"pll": wrong[:25] + right[:5]})  # 1.00 in pll_word_l2r, 0.167 in pll
-    row = _table(tmp_path).loc[RULES[2].title]
+    row = _table(tmp_path).loc[rules()[2].title]
     assert (row[FIRST], row[SECOND], row["order"]) == ("bert 1.00 > gpt 0.667", "gpt 0.667 > bert 0.167",
                                                        "flips: bert ↔ gpt")  # fmt: skip
     # the same encoder without its alternative pass, and with a pass that could not score the task: the
@@ -124,10 +124,10 @@ def test_a_format_rule_reads_the_alternative_pass_and_says_where_it_is_missing(t
         (tmp_path / "bert-s0" / "run.json").write_text(json.dumps({**record, "alternatives": alternatives}))
         runs = store.load_runs(tmp_path)
         blocks = robustness_blocks(runs, store.scores(tmp_path, runs), None, ["bert", "gpt"])
-        row = blocks[1][1].set_index(COLUMNS[0]).loc[RULES[2].title]
+        row = blocks[1][1].set_index(COLUMNS[0]).loc[rules()[2].title]
         assert row[FIRST] == "not computed: no ranked task has a pll pass of every pll_word_l2r run (below)"
         assert row["order"] == "—"
-        assert blocks[2] == ("ul", [f"**{RULES[2].title}**: mc: {why}."])
+        assert blocks[2] == ("ul", [f"**{rules()[2].title}**: mc: {why}."])
 
 
 def test_samples_without_the_choices_loglikelihoods_say_so(tmp_path):
@@ -135,7 +135,7 @@ def test_samples_without_the_choices_loglikelihoods_say_so(tmp_path):
         acc = [1.0] * right + [0.0] * (100 - right)
         make_run(tmp_path, f"{variant}-s0", variant=variant, scores={(TASK, 0): {"acc": right / 100, "chance": 0.5}},
                  samples={(TASK, 0): {"acc": acc}})
-    assert _table(tmp_path).loc[RULES[0].title, FIRST] == (
+    assert _table(tmp_path).loc[rules()[0].title, FIRST] == (
         "not computed: samples-mc-0shot.jsonl holds no choices' log-likelihoods (lm-eval `resps`)")
 
 

@@ -186,7 +186,7 @@ def test_the_sentinel_format_is_the_layout_of_a_training_row(prefix_lm, tokenize
     tokens = np.array(context + span)
     noise = np.zeros(len(tokens), dtype=bool)
     noise[len(context) :] = True
-    from arches.core.noise import span_corrupt
+    from arches.families.noise import span_corrupt
 
     inputs, targets = span_corrupt(tokens, noise, specials.sentinels, specials.eos)
     sequence = np.concatenate([inputs, targets])

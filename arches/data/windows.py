@@ -53,7 +53,7 @@ class WindowDataset(Dataset):
         start = index * self.seq_len
         tokens = np.asarray(self.tokens[start : start + self.seq_len], dtype=np.int64)
         doc_ids = window_doc_ids(self.doc_starts, start, self.seq_len)
-        # `index` seeds the batch's corruption (arches.core.noise.batch_rng)
+        # `index` seeds the batch's corruption (arches.families.noise.batch_rng)
         return {"tokens": torch.from_numpy(tokens), "doc_ids": torch.from_numpy(doc_ids), "index": int(index)}
 
     def __getstate__(self) -> dict:

@@ -25,7 +25,7 @@ BLOOM, LLaMA), `parallel` (GPT-J, Falcon), `encoders` (BERT, T5), `table`,
 The imported tokenizer does not carry arches' special tokens; the tokens that
 play their roles (pad, bos, eos, mask, sentinels) are recorded in the
 checkpoint's `arch.special_tokens`, which the scorers read
-(`arches.tokenizer.Specials.from_tokenizer`), and run.json says
+(`arches.data.tokenizer.Specials.from_tokenizer`), and run.json says
 `tokenizer_kind: hf`.
 
 transformers is an optional extra (`pip install arches[interop]`); nothing else

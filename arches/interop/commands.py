@@ -13,36 +13,22 @@ from arches.errors import UserError, unknown
 from arches.interop.checkpoint import architecture_of, load_hf_tokenizer, read_checkpoint, rename_legacy, resolve_source
 from arches.interop.mapping import Architecture, export_weights, import_weights
 from arches.interop.table import ARCHITECTURES, BY_PRESET, NO_EQUIVALENT, exportable
+from arches.registry import family
 
 SIZE_KEYS = ("d_model", "n_layers", "n_heads", "n_kv_heads", "d_ff", "max_len", "dropout")
 
 
 def special_tokens(architecture: Architecture, tokenizer: Any, config: Any) -> dict:
-    """The imported tokenizer's tokens for arches' special roles (see `Specials`)."""
-
-    def token_of(token_id: Any) -> str | None:
-        return tokenizer.convert_ids_to_tokens(int(token_id)) if isinstance(token_id, int) else None
-
-    eos = tokenizer.eos_token or token_of(getattr(config, "eos_token_id", None))
-    if architecture.family == "encoder":  # BERT: [SEP] ends a segment, [CLS] starts one
-        eos = tokenizer.sep_token or eos
-        bos = tokenizer.cls_token or tokenizer.bos_token or eos
-    elif architecture.family == "encoder_decoder":  # T5's decoder starts from decoder_start_token_id (its <pad>)
-        bos = token_of(getattr(config, "decoder_start_token_id", None)) or tokenizer.pad_token
-    else:
-        bos = tokenizer.bos_token or eos
-    names = {"pad": tokenizer.pad_token or eos, "bos": bos, "eos": eos, "mask": tokenizer.mask_token,
-             "sop": None, "eop": None, "gmask": None, "sentinels": []}
-    for role in ("pad", "bos", "eos") + (("mask",) if architecture.family == "encoder" else ()):
+    """The imported tokenizer's tokens for arches' special roles (see `Specials`), as its
+    family reads them (FamilySpec.import_specials) and with the roles its scoring needs."""
+    spec = family(architecture.family)
+    names = spec.import_specials(tokenizer, config)
+    for role in spec.required_specials:
         if names[role] is None:
             raise UserError(
                 f"the model's tokenizer has no {role} token (nor does config.json name one of its tokens), which arches' "
                 f"{architecture.family} scoring needs; pass tokenizer=<a folder whose tokenizer_config.json names it>"
             )
-    if architecture.family == "encoder_decoder":  # T5's span-corruption sentinels, if it has them
-        vocab = tokenizer.get_vocab()
-        while f"<extra_id_{len(names['sentinels'])}>" in vocab:
-            names["sentinels"].append(f"<extra_id_{len(names['sentinels'])}>")
     return names
 
 
@@ -62,7 +48,7 @@ def import_hf(source: str, preset: str | None = None, overrides: list[str] | Non
     from arches.config import compose, group_choices, to_container
     from arches.core.stack import parameter_counts
     from arches.data.tokenizer import tokenizer_hash
-    from arches.registry import family, plain
+    from arches.registry import plain
     from arches.run import TOKENIZER_FILE, save_checkpoint, update_record, write_config
 
     folder = resolve_source(source)
@@ -142,7 +128,7 @@ def export_target(run_dir: Path, meta: dict, hf_class: str | None) -> Architectu
     else:
         architecture = ARCHITECTURES.get(arch.get("hf_architecture", "")) or BY_PRESET.get(preset)
     if architecture is None:
-        reason = NO_EQUIVALENT.get(preset) or (NO_EQUIVALENT["glm"] if run_family == "glm" else None)
+        reason = NO_EQUIVALENT.get(preset) or family(run_family).no_transformers
         why = f": {reason}" if reason else "; --as <transformers class> tries a class for a run of another preset"
         raise UserError(f"export-hf supports the presets {exportable()}; {run_dir} is a '{preset}' run{why}")
     if architecture.family != run_family:
@@ -171,8 +157,7 @@ def export_hf(run_dir: str | Path, out_dir: str | Path, hf_class: str | None = N
     specials = Specials.from_tokenizer(tokenizer, arch.get("special_tokens"))
     values = architecture.hf_config(model_cfg)
     values.update(bos_token_id=specials.bos, eos_token_id=specials.eos, pad_token_id=specials.pad)
-    if architecture.family == "encoder_decoder":
-        values["decoder_start_token_id"] = specials.bos  # the decoder input starts with <bos> (seq2seq_batch)
+    values.update(family(architecture.family).hf_config_ids(specials))
     config = transformers.AutoConfig.for_model(architecture.model_type, **values)
     config.architectures = [architecture.hf_class]
     weights = export_weights(model, architecture, config, model_cfg)

@@ -6,6 +6,7 @@ so a preset added to sweeps/arch/ without a line here fails a test until it is d
 
 from __future__ import annotations
 
+from arches.families.glm import NO_TRANSFORMERS
 from arches.interop.decoders import (
     bloom_config,
     bloom_knobs,
@@ -25,7 +26,15 @@ from arches.interop.decoders import (
 )
 from arches.interop.encoders import bert_config, bert_knobs, bert_links, t5_config, t5_knobs, t5_links
 from arches.interop.mapping import Architecture
-from arches.interop.parallel import falcon_config, falcon_knobs, falcon_links, gptj_config, gptj_fold, gptj_knobs, gptj_links
+from arches.interop.parallel import (
+    falcon_config,
+    falcon_knobs,
+    falcon_links,
+    gptj_config,
+    gptj_fold,
+    gptj_knobs,
+    gptj_links,
+)
 
 CAUSAL, MASKED, SEQ2SEQ = "AutoModelForCausalLM", "AutoModelForMaskedLM", "AutoModelForSeq2SeqLM"
 
@@ -53,10 +62,7 @@ NO_EQUIVALENT = {
         "transformers has no decoder with bidirectional attention over a prefix (every *ForCausalLM "
         "masks causally throughout, so it would compute other logits)"
     ),
-    "glm": (
-        "transformers has no GLM blank-infilling model (GLM-10B/130B: 2D positions, bidirectional Part A); "
-        "its glm and glm4 models are THUDM's later causal GLM-4, another architecture"
-    ),
+    "glm": NO_TRANSFORMERS,  # the glm family's (FamilySpec.no_transformers)
 }
 
 

@@ -51,7 +51,7 @@ class Choices:
         return self._files[path]
 
     def token_counts(self, run_dir: str, pieces: list[tuple[str, str]]) -> list[int]:
-        """Tokens of each continuation as the scorer counts them (arches.core.scoring.encode_pair: the
+        """Tokens of each continuation as the scorer counts them (arches.families.scoring.encode_pair: the
         context's trailing spaces move to the continuation), with the run's own tokenizer."""
         if run_dir not in self._tokenizers:
             path = Path(run_dir) / TOKENIZER_FILE

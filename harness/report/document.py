@@ -36,6 +36,7 @@ from harness.report.runs import (
 from harness.report.samples import samples_blocks
 from harness.report.scores import (
     Comparer,
+    pseudo_likelihood_families,
     score_display,
     score_table,
     scores_legend,
@@ -113,11 +114,13 @@ def _variants_blocks(runs: list[dict], variants: list[str], baseline: dict | Non
     matching = flops_matching(runs)
     if matching:
         blocks.append(("p", matching))
+    pseudo = pseudo_likelihood_families()  # FamilySpec.likelihood
     blocks.append(("p", (
         "Validation loss is labelled with its objective: losses of different objectives (e.g. lm and mlm) are "
-        "not comparable. Held-out bits/byte come from the corpus_ppl evaluation; encoder figures are "
-        "pseudo-log-likelihoods (PLL, Salazar et al. 2020), not comparable to true likelihoods."
-        " Over several seeds a cell is the mean ± the sample standard deviation over the seeds (each run's "
+        "not comparable. Held-out bits/byte come from the corpus_ppl evaluation"
+        + (f"; {' and '.join(pseudo)} figures are pseudo-log-likelihoods (PLL, Salazar et al. 2020), not "
+           "comparable to true likelihoods." if pseudo else ".")
+        + " Over several seeds a cell is the mean ± the sample standard deviation over the seeds (each run's "
         "own values are in the Runs table and runs.csv)."
     )))
     unigram = (baseline or {}).get("unigram")

@@ -12,7 +12,7 @@ import pandas as pd
 
 from harness.report.formatting import _number
 from harness.report.runs import held_out_bpb, objective_of
-from harness.report.scores import PLL_FAMILIES
+from harness.report.scores import pseudo_likelihood
 
 
 def colors_for(variants: list[str]) -> dict[str, Any]:
@@ -199,13 +199,13 @@ def plot_throughput(runs: list[dict], colors: dict) -> bytes | None:
 
 def plot_held_out_bpb(runs: list[dict], baseline: dict | None, colors: dict) -> bytes | None:
     """Held-out bits/byte against tokens seen and against training FLOPs (log x), one dot per run and
-    each variant's mean marked, for the families with a true likelihood only: the encoder's
-    pseudo-log-likelihood (Salazar et al. 2020) is not on the same scale and is left out."""
-    points = [(r, held_out_bpb(r)) for r in runs if r.get("family") not in PLL_FAMILIES]
+    each variant's mean marked, for the families with a true likelihood only: a pseudo-log-likelihood
+    (the encoder's, Salazar et al. 2020; FamilySpec.likelihood) is not on the same scale and is left out."""
+    points = [(r, held_out_bpb(r)) for r in runs if not pseudo_likelihood(r.get("family"))]
     points = [(r, bpb) for r, bpb in points if bpb is not None]
     if not points:
         return None
-    left_out = sorted({r["variant"] for r in runs if r.get("family") in PLL_FAMILIES and held_out_bpb(r) is not None})
+    left_out = sorted({r["variant"] for r in runs if pseudo_likelihood(r.get("family")) and held_out_bpb(r) is not None})
     unigram = ((baseline or {}).get("unigram") or {}).get("bits_per_byte")
     figure, axes = _figure(2)
     for axis, (field, label) in zip(axes, (("tokens_seen", "tokens seen"), ("train_flops", "training FLOPs"))):

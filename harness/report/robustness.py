@@ -48,13 +48,20 @@ class Rule:
     formats: tuple[str, str] | None = None  # (the checkpoints' default format, the alternative pass's)
 
 
-RULES = (
+SCORE_RULES = (
     Rule("sum vs per-token mean", "sum", "mean per token"),
     Rule("acc vs acc_norm", "acc", "acc_norm"),
-    Rule("PLL-word-l2r vs PLL (encoder)", "pll_word_l2r", "pll", ("pll_word_l2r", "pll")),
-    Rule("T5 sentinel vs plain (encoder-decoder)", "t5_sentinel", "plain", ("t5_sentinel", "plain")),
-    Rule("[MASK] vs [gMASK] (GLM)", "mask", "gmask", ("mask", "gmask")),
 )
+
+
+def rules() -> tuple[Rule, ...]:
+    """The two scoring rules, then each family's format rules (FamilySpec.alternatives), in registry order."""
+    from arches import registry  # the family files import torch: only when a report reads them
+
+    return SCORE_RULES + tuple(
+        Rule(a.title, a.default, a.alternative, (a.default, a.alternative))
+        for name in registry.FAMILIES for a in registry.family(name).alternatives
+    )  # fmt: skip
 
 
 # ---------------------------------------------------------------- one side of a rule
@@ -312,13 +319,13 @@ def ranked_tasks(long: pd.DataFrame, variants: list[str]) -> list[str]:
 
 def robustness_rows(runs: list[dict], long: pd.DataFrame, comparer: Comparer,
                     variants: list[str]) -> list[tuple[Rule, dict, list[Reversal], str | None]]:
-    """Per rule (RULES): its table row, its reversed pairs and its note."""
+    """Per rule (`rules()`): its table row, its reversed pairs and its note."""
     variants = [v for v in variants if v in set(long["variant"])] if len(long) else []
     tasks = ranked_tasks(long, variants)
     runs = [r for r in runs if r.get("status") == "completed" and r["variant"] in variants]
     metric_of = {task: primary_metric(set(rows["metric"])) for task, rows in long.groupby("task")}
     choices = Choices()
-    return [(rule, *rule_row(rule, runs, tasks, metric_of, variants, comparer, choices)) for rule in RULES]
+    return [(rule, *rule_row(rule, runs, tasks, metric_of, variants, comparer, choices)) for rule in rules()]
 
 
 def robustness_table(runs: list[dict], long: pd.DataFrame, comparer: Comparer, variants: list[str]) -> pd.DataFrame:

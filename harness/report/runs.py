@@ -10,7 +10,7 @@ import pandas as pd
 from arches.errors import UserError
 from harness import store
 from harness.report.formatting import MISSING, _number, duration, si, sig3
-from harness.report.scores import PLL_FAMILIES
+from harness.report.scores import pseudo_likelihood
 from harness.report.wang2022 import WANG2022, WANG2022_NAMES
 
 HELD_OUT_TASK = "corpus_ppl"  # the held-out split of the training corpus, scored by lm-eval
@@ -92,7 +92,7 @@ def runs_display(runs: list[dict], baseline: dict | None) -> pd.DataFrame:
     for run in runs:
         loss = run.get("final_val_loss")
         bpb = held_out_bpb(run)
-        pll = run.get("family") in PLL_FAMILIES
+        pll = pseudo_likelihood(run.get("family"))
         rows.append({  # the comparison's numbers first (issue 16, item 9); the knobs have their own table
             "variant": run["variant"],
             "seed": MISSING if run.get("seed") is None else str(run["seed"]),
@@ -134,7 +134,7 @@ def runs_raw(runs: list[dict], baseline: dict | None) -> pd.DataFrame:
     """runs.csv: the store's index with the held-out bits/byte, and the unigram baseline row."""
     table = store.index(None, runs)
     table["held_out_bits_per_byte"] = [held_out_bpb(run) for run in runs]
-    table["held_out_is_pll"] = [run.get("family") in PLL_FAMILIES for run in runs]
+    table["held_out_is_pll"] = [pseudo_likelihood(run.get("family")) for run in runs]
     unigram = (baseline or {}).get("unigram")
     if unigram:
         row = {"variant": "unigram baseline", "status": "baseline", "final_val_loss": unigram.get("val_loss_nats"),

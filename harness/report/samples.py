@@ -19,17 +19,14 @@ LINE_BREAK = "⏎"  # a table cell is one line: a newline in a prompt or a conti
 EMPTY = "(empty)"  # the model stopped at once (an end-of-text or, for T5, the next sentinel)
 ONLY_SPACES = "(spaces only)"
 
-# How each scoring format lays a prompt out for generation (the families' `generate`).
-FORMAT_NOTES = {
-    "causal": "left to right",
-    "prefix_lm": "the prompt as a bidirectional prefix, then left to right",
-    "sentinel": "the prompt and a sentinel, the blank filled left to right",
-    "t5_sentinel": "the prompt then T5's sentinel `<extra_id_0>`, the blank filled by the decoder (Raffel et al. 2020)",
-    "plain": "the prompt to the encoder, continued by the decoder",
-    "plain_eos": "the prompt and `</s>` to the encoder, continued by the decoder",
-    "mask": "the prompt then `[MASK]`, the blank filled in Part B (Du et al. 2022)",
-    "gmask": "the prompt then `[gMASK]`, the blank filled in Part B (Du et al. 2022)",
-}
+
+def format_note(family: str | None, scoring_format: str | None) -> str | None:
+    """How a family's scoring format lays a prompt out for generation (FamilySpec.formats), or None."""
+    from arches import registry  # the family files import torch: only when a report reads them
+
+    if family not in registry.FAMILIES:
+        return None
+    return registry.family(family).formats.get(scoring_format) or None
 
 
 def shown(text: str | None) -> str:
@@ -51,7 +48,7 @@ def _format_text(variant: str, record: dict) -> str:
     family, chosen = record.get("family") or MISSING, record.get("format") or MISSING
     if record.get("unsupported"):
         return f"{variant} ({family}, a masked LM) does not generate"
-    note = FORMAT_NOTES.get(chosen)
+    note = format_note(record.get("family"), chosen)
     return f"{variant} ({family}) `{chosen}`" + (f", {note}" if note else "")
 
 

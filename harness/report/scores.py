@@ -20,7 +20,21 @@ from harness.report.mismatch import WARNING, WARNING_COLUMN
 
 MULTIPLE_CHOICE_METRICS = ("acc_norm", "acc")  # acc_norm preferred: length-normalised (lm-eval)
 LIKELIHOOD_METRICS = ("bits_per_byte", "byte_perplexity", "word_perplexity", "perplexity")  # lower is better
-PLL_FAMILIES = ("encoder",)  # scored by pseudo-log-likelihood (Salazar et al. 2020), not a true likelihood
+
+
+def pseudo_likelihood(family: str | None) -> bool:
+    """Whether a family scores by pseudo-log-likelihood (Salazar et al. 2020), not a true likelihood
+    (FamilySpec.likelihood); a family this arches does not know counts as exact."""
+    from arches import registry  # the family files import torch: only when a report reads them
+
+    return family in registry.FAMILIES and registry.family(family).pseudo_likelihood
+
+
+def pseudo_likelihood_families() -> list[str]:
+    """The registered families whose likelihoods are pseudo-log-likelihoods (the report's prose)."""
+    from arches import registry
+
+    return [name for name in registry.FAMILIES if registry.family(name).pseudo_likelihood]
 
 
 def primary_metric(metrics: set[str]) -> str:
@@ -111,7 +125,7 @@ def _scalar(value: Any) -> bool:
 
 
 def _is_pll(metric: str, family: str | None) -> bool:
-    return metric in LIKELIHOOD_METRICS and family in PLL_FAMILIES
+    return metric in LIKELIHOOD_METRICS and pseudo_likelihood(family)
 
 
 def score_cells(long: pd.DataFrame) -> dict[tuple[str, int], tuple[str, dict[str, Cell]]]:

@@ -22,7 +22,7 @@ from harness.report.runs import (
     objective_of,
     varying_knobs,
 )
-from harness.report.scores import PLL_FAMILIES
+from harness.report.scores import pseudo_likelihood
 
 
 def mean_sd_text(values: list[float]) -> str:
@@ -63,7 +63,7 @@ def variants_display(runs: list[dict], variants: list[str], baseline: dict | Non
             "tokens seen": si(_first(mine, "tokens_seen")),
             "train FLOPs": si(_first(mine, "train_flops")),
             "val loss (objective)": f"{loss} ({objective})" if loss != MISSING else MISSING,
-            "held-out bits/byte": f"{bpb} (PLL)" if bpb != MISSING and family in PLL_FAMILIES else bpb,
+            "held-out bits/byte": f"{bpb} (PLL)" if bpb != MISSING and pseudo_likelihood(family) else bpb,
         })
     unigram = (baseline or {}).get("unigram")
     if unigram and rows:

@@ -23,14 +23,25 @@ import numpy as np
 import torch
 from torch import nn
 
-from arches.core import FamilySpec, LMHead, ModelConfig, Transformer, masks
+from arches.core import LMHead, ModelConfig, Transformer, masks
 from arches.core.attention import KVCache
 from arches.core.flops import TRAINING_MULTIPLIER, expected, head_flops, stack_forward_flops
-from arches.core.noise import batch_rng, pad_labels, pad_stack
-from arches.core.scoring import ROLLING_SPAN, BaseScorer, GreedyStops, TokenPair, check_options, choose_format, pad_rows, score_positions, sum_by_request
 from arches.core.stack import IGNORE_INDEX, init_weights
-from arches.errors import UserError
 from arches.data.tokenizer import Specials
+from arches.errors import UserError
+from arches.families.noise import batch_rng, pad_labels, pad_stack
+from arches.families.scoring import (
+    ROLLING_SPAN,
+    BaseScorer,
+    GreedyStops,
+    TokenPair,
+    check_options,
+    choose_format,
+    pad_rows,
+    score_positions,
+    sum_by_request,
+)
+from arches.families.spec import AlternativeFormat, FamilySpec
 
 OBJECTIVES = ("blank_infilling",)
 
@@ -267,7 +278,17 @@ def flops_per_token(cfg: ModelConfig, arch: dict, seq_len: int) -> float:
 
 # --- scoring (lm-eval): the continuation infills a blank at the end of the context ---
 
-SCORING_FORMATS = ("mask", "gmask")
+# the scoring formats, and how each lays a prompt out for generation (the report's Samples notes)
+SCORING_FORMATS = {
+    "mask": "the prompt then `[MASK]`, the blank filled in Part B (Du et al. 2022)",
+    "gmask": "the prompt then `[gMASK]`, the blank filled in Part B (Du et al. 2022)",
+}
+SCORER_OPTIONS = ("format", "stride", "span")
+# export-hf's reason (checked against transformers 5.x)
+NO_TRANSFORMERS = (
+    "transformers has no GLM blank-infilling model (GLM-10B/130B: 2D positions, bidirectional Part A); "
+    "its glm and glm4 models are THUDM's later causal GLM-4, another architecture"
+)
 
 
 class GLMScorer(BaseScorer):
@@ -387,7 +408,7 @@ def scorer(model: GLM, tokenizer, arch: dict, trained: dict | None = None, **opt
     ROLLING_SPAN with [MASK]: GLM's blanks are Poisson(3) spans, Du et al. 2022
     §2.2.1, so running text is scored as short blanks; [gMASK] is GLM's
     long-generation token and keeps whole windows)."""
-    check_options("glm", options, ("format", "stride", "span"))
+    check_options("glm", options, SCORER_OPTIONS)
     chosen = choose_format("glm", options.get("format"), "mask", SCORING_FORMATS)
     if chosen == "gmask" and not trains_gmask(arch, trained):
         raise UserError(
@@ -408,4 +429,9 @@ SPEC = FamilySpec(
     positions=("glm2d",),
     scorer=scorer,
     trained_lengths=trained_lengths,
+    formats=SCORING_FORMATS,
+    scorer_options=SCORER_OPTIONS,
+    alternatives=(AlternativeFormat("mask", "gmask", "[MASK] vs [gMASK] (GLM)"),),
+    no_transformers=NO_TRANSFORMERS,  # hf_batch None: the bench compares it with its reference decoder
+    bench_shape=(32, 1024),
 )

@@ -17,10 +17,14 @@ import numpy as np
 import torch
 from torch import nn
 
-from arches.core import FamilySpec, LMHead, ModelConfig, Transformer, masks
+from arches.core import LMHead, ModelConfig, Transformer, masks
 from arches.core.attention import KVCache
 from arches.core.flops import TRAINING_MULTIPLIER, expected, head_flops, stack_forward_flops
-from arches.core.noise import (
+from arches.core.positions import document_position_ids
+from arches.core.stack import IGNORE_INDEX, init_weights
+from arches.data.tokenizer import Specials
+from arches.errors import UserError
+from arches.families.noise import (
     batch_rng,
     check_sentinel_capacity,
     pad_labels,
@@ -29,11 +33,18 @@ from arches.core.noise import (
     span_corrupt,
     span_corrupted_lengths,
 )
-from arches.core.positions import document_position_ids
-from arches.core.scoring import ROLLING_SPAN, BaseScorer, GreedyStops, TokenPair, check_options, choose_format, pad_rows, score_positions, sum_by_request
-from arches.core.stack import IGNORE_INDEX, init_weights
-from arches.errors import UserError
-from arches.data.tokenizer import Specials
+from arches.families.scoring import (
+    ROLLING_SPAN,
+    BaseScorer,
+    GreedyStops,
+    TokenPair,
+    check_options,
+    choose_format,
+    pad_rows,
+    score_positions,
+    sum_by_request,
+)
+from arches.families.spec import FamilySpec
 
 OBJECTIVES = ("lm", "prefix_lm", "span_corruption")
 
@@ -174,7 +185,13 @@ def flops_per_token(cfg: ModelConfig, arch: dict, seq_len: int) -> float:
 
 # --- scoring (lm-eval): log P(continuation | context), left to right ---
 
-SCORING_FORMATS = ("causal", "prefix_lm", "sentinel")
+# the scoring formats, and how each lays a prompt out for generation (the report's Samples notes)
+SCORING_FORMATS = {
+    "causal": "left to right",
+    "prefix_lm": "the prompt as a bidirectional prefix, then left to right",
+    "sentinel": "the prompt and a sentinel, the blank filled left to right",
+}
+SCORER_OPTIONS = ("format", "stride", "span")
 
 
 class DecoderScorer(BaseScorer):
@@ -295,7 +312,7 @@ def scorer(model: DecoderLM, tokenizer, arch: dict, trained: dict | None = None,
     `stride` (tokens newly scored per rolling window; default half a window), `span`
     (tokens predicted per rolling window, 0 for whole windows; default ROLLING_SPAN
     in the sentinel format, whose blanks are T5's short spans)."""
-    check_options("decoder", options, ("format", "stride", "span"))
+    check_options("decoder", options, SCORER_OPTIONS)
     chosen = choose_format("decoder", options.get("format"), default_format(arch), SCORING_FORMATS)
     if chosen == "prefix_lm" and not model.non_causal_prefix:
         raise UserError("format=prefix_lm needs a non-causal decoder (arch.prefix_lm: true); this one is causal: use format=causal")
@@ -310,6 +327,24 @@ def scorer(model: DecoderLM, tokenizer, arch: dict, trained: dict | None = None,
     return DecoderScorer(model, tokenizer, arch, chosen, options.get("stride"), span, trained)
 
 
+def _takes_shift_labels() -> bool:
+    try:
+        import inspect
+
+        from transformers.loss.loss_utils import ForCausalLMLoss
+    except ImportError:
+        return False
+    return "shift_labels" in inspect.signature(ForCausalLMLoss).parameters
+
+
+def hf_batch(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Our batch as a transformers *ForCausalLM's keyword arguments, predicting the same targets."""
+    labels = batch["labels"].contiguous()
+    if _takes_shift_labels():  # our labels are already the next tokens: no shift
+        return {"input_ids": batch["input_ids"], "labels": labels, "shift_labels": labels}
+    return {"input_ids": batch["input_ids"], "labels": batch["input_ids"]}  # older transformers: it shifts
+
+
 SPEC = FamilySpec(
     name="decoder",
     build=build,
@@ -319,4 +354,8 @@ SPEC = FamilySpec(
     objectives=OBJECTIVES,
     scorer=scorer,
     trained_lengths=trained_lengths,
+    formats=SCORING_FORMATS,
+    scorer_options=SCORER_OPTIONS,
+    hf_batch=hf_batch,
+    bench_shape=(32, 1024),
 )

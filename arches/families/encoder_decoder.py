@@ -21,10 +21,13 @@ import numpy as np
 import torch
 from torch import nn
 
-from arches.core import FamilySpec, LMHead, ModelConfig, Transformer, masks
+from arches.core import LMHead, ModelConfig, Transformer, masks
 from arches.core.attention import KVCache
 from arches.core.flops import TRAINING_MULTIPLIER, expected, head_flops, memory_kv_flops, stack_forward_flops
-from arches.core.noise import (
+from arches.core.stack import init_weights
+from arches.data.tokenizer import Specials
+from arches.errors import UserError
+from arches.families.noise import (
     batch_rng,
     check_sentinel_capacity,
     pad_labels,
@@ -33,10 +36,18 @@ from arches.core.noise import (
     span_corrupt,
     span_corrupted_lengths,
 )
-from arches.core.scoring import ROLLING_SPAN, BaseScorer, GreedyStops, TokenPair, check_options, choose_format, pad_rows, score_positions, sum_by_request
-from arches.core.stack import init_weights
-from arches.errors import UserError
-from arches.data.tokenizer import Specials
+from arches.families.scoring import (
+    ROLLING_SPAN,
+    BaseScorer,
+    GreedyStops,
+    TokenPair,
+    check_options,
+    choose_format,
+    pad_rows,
+    score_positions,
+    sum_by_request,
+)
+from arches.families.spec import AlternativeFormat, FamilySpec, hf_eos, special_roles, token_of
 
 OBJECTIVES = ("span_corruption", "prefix_lm")
 
@@ -168,7 +179,13 @@ def flops_per_token(cfg: ModelConfig, arch: dict, seq_len: int) -> float:
 
 # --- scoring (lm-eval): context -> encoder, continuation scored by the decoder ---
 
-SCORING_FORMATS = ("t5_sentinel", "plain", "plain_eos")
+# the scoring formats, and how each lays a prompt out for generation (the report's Samples notes)
+SCORING_FORMATS = {
+    "t5_sentinel": "the prompt then T5's sentinel `<extra_id_0>`, the blank filled by the decoder (Raffel et al. 2020)",
+    "plain": "the prompt to the encoder, continued by the decoder",
+    "plain_eos": "the prompt and `</s>` to the encoder, continued by the decoder",
+}
+SCORER_OPTIONS = ("format", "stride", "span")
 
 
 class EncoderDecoderScorer(BaseScorer):
@@ -259,7 +276,7 @@ def scorer(model: EncoderDecoderLM, tokenizer, arch: dict, trained: dict | None 
     (tokens predicted per rolling window, 0 for whole windows; default ROLLING_SPAN
     with t5_sentinel: a span-corruption model fills short blanks, mean 3 tokens in
     T5 §3.3, and is asked for short ones when it scores running text)."""
-    check_options("encoder_decoder", options, ("format", "stride", "span"))
+    check_options("encoder_decoder", options, SCORER_OPTIONS)
     default = "t5_sentinel" if arch.get("objective", "span_corruption") == "span_corruption" else "plain"
     chosen = choose_format("encoder_decoder", options.get("format"), default, SCORING_FORMATS)
     if chosen == "t5_sentinel" and default != "t5_sentinel":
@@ -274,6 +291,31 @@ def scorer(model: EncoderDecoderLM, tokenizer, arch: dict, trained: dict | None 
     return scorer
 
 
+def hf_batch(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Our batch as a transformers *ForConditionalGeneration's keyword arguments (the same decoder inputs)."""
+    return {
+        "input_ids": batch["input_ids"],
+        "attention_mask": batch["is_real"].long(),
+        "decoder_input_ids": batch["decoder_input_ids"],
+        "labels": batch["labels"],
+    }
+
+
+def hf_config_ids(specials: Specials) -> dict:
+    return {"decoder_start_token_id": specials.bos}  # the decoder input starts with <bos> (seq2seq_batch)
+
+
+def import_specials(tokenizer, config) -> dict:
+    """T5's decoder starts from decoder_start_token_id (its <pad>); its span-corruption
+    sentinels, if it has them."""
+    bos = token_of(tokenizer, getattr(config, "decoder_start_token_id", None)) or tokenizer.pad_token
+    names = special_roles(tokenizer, hf_eos(tokenizer, config), bos)
+    vocab = tokenizer.get_vocab()
+    while f"<extra_id_{len(names['sentinels'])}>" in vocab:
+        names["sentinels"].append(f"<extra_id_{len(names['sentinels'])}>")
+    return names
+
+
 SPEC = FamilySpec(
     name="encoder_decoder",
     build=build,
@@ -283,4 +325,12 @@ SPEC = FamilySpec(
     objectives=OBJECTIVES,
     scorer=scorer,
     trained_lengths=trained_lengths,
+    formats=SCORING_FORMATS,
+    scorer_options=SCORER_OPTIONS,
+    alternatives=(AlternativeFormat("t5_sentinel", "plain", "T5 sentinel vs plain (encoder-decoder)"),),
+    hf_batch=hf_batch,
+    hf_config_ids=hf_config_ids,
+    import_specials=import_specials,
+    # T5's 568-token windows become 512 encoder inputs and 114 targets (Raffel et al. 2020, §3.1.4)
+    bench_shape=(64, 568),
 )

@@ -12,11 +12,14 @@ import numpy as np
 import torch
 from torch import nn
 
-from arches.core import FamilySpec, LMHead, ModelConfig, Transformer, masks
+from arches.core import LMHead, ModelConfig, Transformer, masks
 from arches.core.flops import TRAINING_MULTIPLIER, head_flops, stack_forward_flops
-from arches.core.noise import batch_rng
 from arches.core.positions import document_position_ids
-from arches.core.scoring import (
+from arches.core.stack import IGNORE_INDEX, init_weights
+from arches.data.tokenizer import SPECIAL_ROLES, SPECIAL_TOKENS, Specials
+from arches.errors import UserError
+from arches.families.noise import batch_rng
+from arches.families.scoring import (
     BaseScorer,
     TokenPair,
     UnsupportedRequest,
@@ -29,9 +32,7 @@ from arches.core.scoring import (
     word_byte_tables,
     word_ends,
 )
-from arches.core.stack import IGNORE_INDEX, init_weights
-from arches.data.tokenizer import SPECIAL_ROLES, SPECIAL_TOKENS, Specials
-from arches.errors import UserError
+from arches.families.spec import AlternativeFormat, FamilySpec, hf_eos, special_roles
 
 OBJECTIVES = ("mlm",)
 
@@ -141,7 +142,8 @@ def flops_per_token(cfg: ModelConfig, arch: dict, seq_len: int) -> float:
 
 # --- scoring (lm-eval): pseudo-log-likelihood ---
 
-SCORING_FORMATS = ("pll_word_l2r", "pll")
+SCORING_FORMATS = {"pll_word_l2r": "", "pll": ""}  # neither generates: no layout for the Samples notes
+SCORER_OPTIONS = ("format", "stride")
 
 
 class EncoderScorer(BaseScorer):
@@ -149,7 +151,7 @@ class EncoderScorer(BaseScorer):
     each continuation token is scored by one copy of the sequence with that token
     replaced by [MASK], and the copies are batched. Format `pll_word_l2r` (the
     default) is Kauf & Ivanova 2023's PLL-word-l2r: the later tokens of the same word
-    are masked too (see `arches.core.scoring.word_ends`), which removes plain PLL's
+    are masked too (see `arches.families.scoring.word_ends`), which removes plain PLL's
     inflated scores for multi-token words; `pll` masks only the scored token.
 
     `batch_size` counts masked copies (forward rows), not requests. No marker is
@@ -208,13 +210,24 @@ class EncoderScorer(BaseScorer):
 
 def scorer(model: EncoderMLM, tokenizer, arch: dict, trained: dict | None = None, **options) -> EncoderScorer:
     """Options: `format` (pll_word_l2r | pll), `stride` (tokens newly scored per rolling window)."""
-    check_options("encoder", options, ("format", "stride"))
+    check_options("encoder", options, SCORER_OPTIONS)
     chosen = choose_format("encoder", options.get("format"), "pll_word_l2r", SCORING_FORMATS)
     return EncoderScorer(model, tokenizer, arch, chosen, options.get("stride"), trained=trained)
 
 
 def trained_lengths(arch: dict, seq_len: int) -> dict[str, int]:
     return {"input": seq_len}
+
+
+def hf_batch(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Our batch as a transformers *ForMaskedLM's keyword arguments (the same labels)."""
+    return {"input_ids": batch["input_ids"], "labels": batch["labels"]}
+
+
+def import_specials(tokenizer, config) -> dict:
+    """BERT: [SEP] ends a segment, [CLS] starts one."""
+    eos = tokenizer.sep_token or hf_eos(tokenizer, config)
+    return special_roles(tokenizer, eos, tokenizer.cls_token or tokenizer.bos_token or eos)
 
 
 SPEC = FamilySpec(
@@ -226,4 +239,12 @@ SPEC = FamilySpec(
     objectives=OBJECTIVES,
     scorer=scorer,
     trained_lengths=trained_lengths,
+    formats=SCORING_FORMATS,
+    scorer_options=SCORER_OPTIONS,
+    likelihood="pseudo",
+    alternatives=(AlternativeFormat("pll_word_l2r", "pll", "PLL-word-l2r vs PLL (encoder)"),),
+    hf_batch=hf_batch,
+    import_specials=import_specials,
+    required_specials=("pad", "bos", "eos", "mask"),  # PLL masks each scored token
+    bench_shape=(64, 512),
 )
