@@ -1,11 +1,21 @@
-"""Shared fixtures: a small local corpus and its prepared cache entry (nothing is downloaded)."""
+"""Shared fixtures and helpers: a small local corpus and its prepared cache entry (nothing is
+downloaded); the special-token ids, token windows and composed presets the model tests share.
+Test modules import the helpers (`from conftest import SPECIALS, windows, composed`), as pytest
+puts this folder on sys.path; the `preset` fixture runs a test once per preset in sweeps/arch."""
 
 from __future__ import annotations
 
+import copy
+import functools
 import os
 import random
+from collections.abc import Sequence
+from typing import NamedTuple
 
 import pytest
+
+from arches.config import compose, group_choices
+from arches.data.tokenizer import Specials
 
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["HF_DATASETS_OFFLINE"] = "1"
@@ -103,3 +113,72 @@ CHOICE_QUESTIONS = [
     ("When did the captain weep?", ["the river", "the forest", "as the bells rang"], 2),
     ("Who wrote about a field of barley?", ["her brother", "for many years", "a letter"], 0),
 ]
+
+
+# ---------------------------------------------------------------- special tokens, windows, presets
+
+# The ids a tokenizer trained by arches gives its special tokens (arches.data.tokenizer.SPECIAL_TOKENS:
+# 7 roles, then 100 sentinels), so a test builds batches without training one.
+SPECIALS = Specials(pad=0, bos=1, eos=2, mask=3, sop=4, eop=5, gmask=6, sentinels=tuple(range(7, 107)))
+FIRST_ORDINARY = SPECIALS.sentinels[-1] + 1  # 107: the first id that is no special token
+VOCAB = 300  # the model tests' vocabulary: ordinary tokens 107..299
+SEQ_LEN = 32
+
+
+def windows(count: int | Sequence[int], seq_len: int = SEQ_LEN, seed: int = 0, *, vocab: int = VOCAB,
+            first: int = FIRST_ORDINARY, documents: int | Sequence[int] = 1, index: bool = True) -> list[dict]:
+    """Token windows as arches.data.WindowDataset yields them: `count` windows (or one per
+    index in a list) of `seq_len` tokens drawn uniformly from [first, vocab) by a generator
+    seeded with `seed` (so the same seed gives the same tokens whatever the indices).
+    `documents`: how many equal documents each window packs, or each token's document id.
+    `index`: each window's index, which seeds its corruption; without one (hand-built
+    windows) a collator draws from one stream across batches."""
+    import torch
+
+    indices = range(count) if isinstance(count, int) else count
+    if isinstance(documents, int):  # document k starts at token k * seq_len // documents
+        starts = torch.tensor([k * seq_len // documents for k in range(1, documents)], dtype=torch.long)
+        doc_ids = torch.bucketize(torch.arange(seq_len), starts, right=True)
+    else:
+        doc_ids = torch.tensor(documents, dtype=torch.long)
+    generator = torch.Generator().manual_seed(seed)
+    made = []
+    for i in indices:
+        window = {"tokens": torch.randint(first, vocab, (seq_len,), generator=generator), "doc_ids": doc_ids.clone()}
+        made.append({**window, "index": i} if index else window)
+    return made
+
+
+PRESETS = group_choices("arch")  # every preset in sweeps/arch
+
+
+@functools.lru_cache(maxsize=None)
+def _sections(overrides: tuple[str, ...]) -> tuple[dict, dict]:
+    from omegaconf import OmegaConf
+
+    cfg = compose(list(overrides))
+    return OmegaConf.to_container(cfg.arch, resolve=True), OmegaConf.to_container(cfg.size, resolve=True)
+
+
+def sections(*overrides: str) -> tuple[dict, dict]:
+    """The `arch` and `size` sections these overrides give, composed through Hydra as
+    `arches train` composes them, as plain dicts (fresh copies: a test may change them)."""
+    return copy.deepcopy(_sections(overrides))
+
+
+def composed(preset: str, size: str = "debug") -> tuple[dict, dict]:
+    """`arch=<preset> size=<size>`: the preset's `arch` section and the size's (see `sections`)."""
+    return sections(f"arch={preset}", f"size={size}")
+
+
+class Preset(NamedTuple):
+    name: str
+    arch: dict
+    size: dict  # the debug size
+
+
+@pytest.fixture(params=PRESETS)
+def preset(request) -> Preset:
+    """Each preset in sweeps/arch in turn, composed at the debug size: a new preset file is tested
+    by every test that takes this fixture, with no edit to the tests."""
+    return Preset(request.param, *composed(request.param))

@@ -14,10 +14,10 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from conftest import tiny_cfg, write_tiny_corpus
+from conftest import composed, tiny_cfg, write_tiny_corpus
 from omegaconf import OmegaConf
 
-from arches.config import compose, sweeps_dir
+from arches.config import compose
 from arches.errors import UserError
 from arches.registry import family, model_config
 from arches.run import save_checkpoint, update_record, write_config
@@ -32,7 +32,7 @@ def make_run(root: Path, corpus: Path, name: str = "run") -> Path:
 
     cfg = tiny_cfg(root / "cache", [corpus], val_fraction=0.1, test_fraction=0.1)
     prepared = prepare(cfg)
-    arch = yaml.safe_load((sweeps_dir() / "arch" / "gpt.yaml").read_text())
+    arch = composed("gpt")[0]
     model_cfg = model_config(arch, {"d_model": 32, "n_layers": 2, "n_heads": 2, "max_len": 256}, prepared.vocab_size)
     torch.manual_seed(0)
     model = family(arch["family"]).build(model_cfg, arch)

@@ -11,43 +11,19 @@ a new test.
 
 from __future__ import annotations
 
-import functools
 import math
 
 import pytest
 import torch
-from omegaconf import OmegaConf
+from conftest import PRESETS, SEQ_LEN, SPECIALS, VOCAB, Preset, composed, windows
 
 from arches import registry
-from arches.config import compose, group_choices
+from arches.config import group_choices
 from arches.core.config import ModelConfig
 from arches.core.stack import IGNORE_INDEX, parameter_counts
-from arches.data.tokenizer import Specials
 from arches.errors import UserError
 
-SPECIALS = Specials(pad=0, bos=1, eos=2, mask=3, sop=4, eop=5, gmask=6, sentinels=tuple(range(7, 107)))
-VOCAB = 300
-FIRST_ORDINARY = 107
-SEQ_LEN = 32
-PRESETS = group_choices("arch")
 SIZES = group_choices("size")
-
-
-@functools.lru_cache(maxsize=None)
-def composed(preset: str, size: str = "debug") -> tuple[dict, dict]:
-    cfg = compose([f"arch={preset}", f"size={size}"])
-    return OmegaConf.to_container(cfg.arch, resolve=True), OmegaConf.to_container(cfg.size, resolve=True)
-
-
-def windows(count: int, seq_len: int = SEQ_LEN, seed: int = 0) -> list[dict]:
-    generator = torch.Generator().manual_seed(seed)
-    return [
-        {
-            "tokens": torch.randint(FIRST_ORDINARY, VOCAB, (seq_len,), generator=generator),
-            "doc_ids": torch.zeros(seq_len, dtype=torch.long),
-        }
-        for _ in range(count)
-    ]
 
 
 def test_the_tables_are_not_empty() -> None:
@@ -60,15 +36,14 @@ def test_the_tables_are_not_empty() -> None:
 # --------------------------------------------------------------------------- every preset at debug size
 
 
-@pytest.mark.parametrize("preset", PRESETS)
-def test_preset_trains_a_step_at_debug_size(preset: str) -> None:
-    arch, size = composed(preset)
+def test_preset_trains_a_step_at_debug_size(preset: Preset) -> None:
+    arch, size = preset.arch, preset.size
     spec = registry.family(arch["family"])
     cfg = registry.model_config(arch, size, VOCAB, SEQ_LEN)
     torch.manual_seed(0)
     model = spec.build(cfg, arch)
     collate = spec.collate(arch, SPECIALS, SEQ_LEN, seed=0, vocab_size=VOCAB)
-    batch = collate(windows(2))
+    batch = collate(windows(2, index=False))
     assert (batch["labels"] != IGNORE_INDEX).any()
     logits, loss = model(batch)
     assert logits.shape[-1] == VOCAB
@@ -83,14 +58,13 @@ def test_preset_trains_a_step_at_debug_size(preset: str) -> None:
     for step in range(3):
         optimizer.step()
         optimizer.zero_grad()
-        _, loss = model(collate(windows(2, seed=step + 1)))
+        _, loss = model(collate(windows(2, seed=step + 1, index=False)))
         assert torch.isfinite(loss)
         loss.backward()
 
 
-@pytest.mark.parametrize("preset", PRESETS)
-def test_preset_accounting(preset: str) -> None:
-    arch, size = composed(preset)
+def test_preset_accounting(preset: Preset) -> None:
+    arch, size = preset.arch, preset.size
     spec = registry.family(arch["family"])
     cfg = registry.model_config(arch, size, VOCAB, SEQ_LEN)
     counts = parameter_counts(spec.build(cfg, arch))
@@ -98,13 +72,12 @@ def test_preset_accounting(preset: str) -> None:
     assert spec.flops_per_token(cfg, arch, SEQ_LEN) > 0
 
 
-@pytest.mark.parametrize("preset", PRESETS)
-def test_input_len_covers_what_the_model_sees(preset: str) -> None:
-    arch, _ = composed(preset)
+def test_input_len_covers_what_the_model_sees(preset: Preset) -> None:
+    arch = preset.arch
     spec = registry.family(arch["family"])
     needed = 0
     for seed in range(10):
-        batch = spec.collate(arch, SPECIALS, SEQ_LEN, seed=seed, vocab_size=VOCAB)(windows(4, seed=seed))
+        batch = spec.collate(arch, SPECIALS, SEQ_LEN, seed=seed, vocab_size=VOCAB)(windows(4, seed=seed, index=False))
         if "position_ids" in batch:  # GLM: the positions index the tables, not the sequence
             needed = max(needed, int(batch["position_ids"].max()) + 1, int(batch["block_position_ids"].max()) + 1)
         else:
@@ -114,9 +87,8 @@ def test_input_len_covers_what_the_model_sees(preset: str) -> None:
     assert needed <= spec.input_len(arch, SEQ_LEN)
 
 
-@pytest.mark.parametrize("preset", PRESETS)
-def test_max_len_shorter_than_the_window_is_refused(preset: str) -> None:
-    arch, size = composed(preset)
+def test_max_len_shorter_than_the_window_is_refused(preset: Preset) -> None:
+    arch, size = preset.arch, preset.size
     needed = registry.family(arch["family"]).input_len(arch, SEQ_LEN)
     registry.model_config(arch, dict(size, max_len=needed), VOCAB, SEQ_LEN)
     with pytest.raises(UserError, match="max_len") as error:
@@ -177,7 +149,7 @@ def test_family_overfits_a_repeated_text(preset: str) -> None:
     spec = registry.family(arch["family"])
     torch.manual_seed(0)
     model = spec.build(registry.model_config(arch, size, VOCAB, SEQ_LEN), arch)
-    batch = spec.collate(arch, SPECIALS, SEQ_LEN, seed=0, vocab_size=VOCAB)(windows(1) * 4)
+    batch = spec.collate(arch, SPECIALS, SEQ_LEN, seed=0, vocab_size=VOCAB)(windows(1, index=False) * 4)
     optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3, weight_decay=0.0)
     losses = []
     for _ in range(150):

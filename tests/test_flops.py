@@ -24,22 +24,18 @@ import math
 import numpy as np
 import pytest
 import torch
-from omegaconf import OmegaConf
+from conftest import SEQ_LEN, SPECIALS, sections, windows
 from torch.utils.flop_counter import FlopCounterMode
 
 from arches import registry
 from arches.bench import _cpu_attention_formulas
-from arches.config import compose, group_choices
+from arches.config import group_choices
 from arches.core.flops import TRAINING_MULTIPLIER
 from arches.core.stack import IGNORE_INDEX
-from arches.data.tokenizer import Specials
 from arches.families.glm import sample_spans, span_count_probabilities
 from harness.compare import plan
 
-SPECIALS = Specials(pad=0, bos=1, eos=2, mask=3, sop=4, eop=5, gmask=6, sentinels=tuple(range(7, 107)))
-VOCAB = 512
-FIRST_ORDINARY = 107  # windows hold ordinary tokens only, as a corpus window mostly does
-SEQ_LEN = 32
+VOCAB = 512  # windows hold ordinary tokens only (conftest.windows), as a corpus window mostly does
 FIXED_WINDOWS = 3
 # 4000 windows put 4 standard errors at 0.3-0.8% of the mean here, while the counts
 # this test replaced were 2-44% off (ED prefix LM's (L/2)² the least)
@@ -72,26 +68,12 @@ CASES = {
 
 
 def composed(case: str) -> tuple[dict, dict]:
-    cfg = compose([*CASES[case], "size=debug"])
-    return OmegaConf.to_container(cfg.arch, resolve=True), OmegaConf.to_container(cfg.size, resolve=True)
+    return sections(*CASES[case], "size=debug")
 
 
 def is_random(arch: dict) -> bool:
     """Whether the objective's per-window counts are random (a split point, GLM's spans)."""
     return arch["family"] == "glm" or arch.get("objective") == "prefix_lm"
-
-
-def windows(count: int, seq_len: int = SEQ_LEN) -> list[dict]:
-    """Token windows as arches.data.windows.WindowDataset yields them (the index seeds each one's corruption)."""
-    generator = torch.Generator().manual_seed(0)
-    return [
-        {
-            "tokens": torch.randint(FIRST_ORDINARY, VOCAB, (seq_len,), generator=generator),
-            "doc_ids": torch.zeros(seq_len, dtype=torch.long),
-            "index": index,
-        }
-        for index in range(count)
-    ]
 
 
 def shape_of(batch: dict) -> tuple:
@@ -121,7 +103,7 @@ def test_flops_per_token_counts_what_the_forward_computes(case: str) -> None:
     collate = spec.collate(arch, SPECIALS, SEQ_LEN, seed=0, vocab_size=VOCAB)
     by_shape: dict[tuple, int] = {}
     per_window = []
-    for window in windows(RANDOM_WINDOWS if is_random(arch) else FIXED_WINDOWS):
+    for window in windows(RANDOM_WINDOWS if is_random(arch) else FIXED_WINDOWS, vocab=VOCAB):
         batch = collate([window])
         shape = shape_of(batch)
         if shape not in by_shape:

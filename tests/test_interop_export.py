@@ -17,11 +17,10 @@ from pathlib import Path
 
 import pytest
 import torch
-import yaml
 
 transformers = pytest.importorskip("transformers")
 
-from conftest import tiny_text  # noqa: E402
+from conftest import composed, tiny_text  # noqa: E402
 
 from arches.config import group_choices  # noqa: E402
 from arches.core import ModelConfig  # noqa: E402
@@ -47,7 +46,7 @@ def arches_run(folder: Path, preset: str, tokenizer, change=None, **knobs) -> tu
     from arches.run import TOKENIZER_FILE, save_checkpoint, update_record
     from arches.data.tokenizer import tokenizer_hash
 
-    arch = yaml.safe_load((ROOT / "sweeps" / "arch" / f"{preset}.yaml").read_text())
+    arch = composed(preset)[0]
     cfg = ModelConfig(**SIZE, **{**arch.pop("model"), **knobs})
     torch.manual_seed(0)
     model = family(arch["family"]).build(cfg, arch).eval()

@@ -10,15 +10,12 @@ from __future__ import annotations
 
 import pytest
 import torch
+from conftest import FIRST_ORDINARY, SPECIALS, VOCAB
 
 from arches import registry
 from arches.core import masks
 from arches.core.config import ModelConfig
-from arches.data.tokenizer import Specials
 
-SPECIALS = Specials(pad=0, bos=1, eos=2, mask=3, sop=4, eop=5, gmask=6, sentinels=tuple(range(7, 107)))
-VOCAB = 300
-FIRST_ORDINARY = 107  # the first id that is not a special token
 KNOBS = ("learned", "rope", "alibi", "none")
 ATOL = 1e-5
 MOVED = 1e-4  # a position "sees" a change when its logits move by more than this

@@ -10,37 +10,23 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-import yaml
+from conftest import FIRST_ORDINARY, SPECIALS, VOCAB, composed, windows
 
 from arches import registry
-from arches.config import group_choices, sweeps_dir
+from arches.config import group_choices
 from arches.core import masks
 from arches.core.stack import IGNORE_INDEX
-from arches.data.tokenizer import SPECIAL_TOKENS, Specials
+from arches.data.tokenizer import SPECIAL_TOKENS
 from arches.families import glm
 from arches.families.noise import random_spans_noise_mask, span_corrupt, span_counts
 
-SPECIALS = Specials(pad=0, bos=1, eos=2, mask=3, sop=4, eop=5, gmask=6, sentinels=tuple(range(7, 107)))
-VOCAB = 300
-FIRST_ORDINARY = 107
-PRESETS = {name: yaml.safe_load((sweeps_dir() / "arch" / f"{name}.yaml").read_text()) for name in group_choices("arch")}
+PRESETS = {name: composed(name)[0] for name in group_choices("arch")}  # each preset's arch section
 
 
 def presets_with(family: str, objective: str | None = None) -> list[str]:
     names = [n for n, a in PRESETS.items() if a["family"] == family and objective in (None, a.get("objective"))]
     assert names, f"no {family} preset with objective {objective}"
     return names
-
-
-def windows(count: int, length: int, seed: int = 0) -> list[dict]:
-    rng = np.random.default_rng(seed)
-    return [
-        {
-            "tokens": torch.as_tensor(rng.integers(FIRST_ORDINARY, VOCAB, size=length), dtype=torch.long),
-            "doc_ids": torch.as_tensor(np.repeat([0, 1], [length // 2, length - length // 2]), dtype=torch.long),
-        }
-        for _ in range(count)
-    ]
 
 
 def collator(arch: dict, seq_len: int, seed: int = 0):
@@ -77,7 +63,7 @@ def uncorrupt(inputs: list[int], targets: list[int]) -> list[int]:
 @pytest.mark.parametrize("seq_len", [10, 32, 100])
 def test_mlm_labels_exactly_the_masking_rate(preset: str, seq_len: int) -> None:
     arch = PRESETS[preset]
-    batch_windows = windows(8, seq_len)
+    batch_windows = windows(8, seq_len, documents=2, index=False)
     batch = collator(arch, seq_len)(batch_windows)
     original = torch.stack([w["tokens"] for w in batch_windows])
     labelled = batch["labels"] != IGNORE_INDEX
@@ -91,7 +77,7 @@ def test_mlm_80_10_10_split() -> None:
     collate = collator(arch, 100, seed=1)
     masked = randomised = kept = 0
     for seed in range(30):
-        batch_windows = windows(64, 100, seed=seed)
+        batch_windows = windows(64, 100, seed=seed, documents=2, index=False)
         batch = collate(batch_windows)
         original = torch.stack([w["tokens"] for w in batch_windows])
         labelled = batch["labels"] != IGNORE_INDEX
@@ -113,7 +99,7 @@ def test_mlm_80_10_10_split() -> None:
 
 def test_mlm_document_mask_passes_doc_ids() -> None:
     arch = {"family": "encoder", "objective": "mlm", "document_mask": True}
-    batch_windows = windows(2, 16)
+    batch_windows = windows(2, 16, documents=2, index=False)
     batch = collator(arch, 16)(batch_windows)
     assert torch.equal(batch["doc_ids"], torch.stack([w["doc_ids"] for w in batch_windows]))
     assert "doc_ids" not in collator({"family": "encoder", "objective": "mlm"}, 16)(batch_windows)
@@ -185,7 +171,7 @@ def test_encoder_decoder_span_corruption_batch(preset: str) -> None:
     arch = PRESETS[preset]
     collate = collator(arch, 32)
     for seed in range(5):
-        batch_windows = windows(4, 32, seed=seed)
+        batch_windows = windows(4, 32, seed=seed, documents=2, index=False)
         batch = collate(batch_windows)
         for row, window in enumerate(batch_windows):
             encoder_input = batch["input_ids"][row][batch["is_real"][row]].tolist()
@@ -202,7 +188,7 @@ def test_encoder_decoder_teacher_forcing(objective: str) -> None:
     arch = {"family": "encoder_decoder", "objective": objective}
     collate = collator(arch, 32)
     for seed in range(5):
-        batch_windows = windows(4, 32, seed=seed)
+        batch_windows = windows(4, 32, seed=seed, documents=2, index=False)
         batch = collate(batch_windows)
         for row, window in enumerate(batch_windows):
             labels = batch["labels"][row]
@@ -222,7 +208,7 @@ def test_encoder_decoder_teacher_forcing(objective: str) -> None:
 
 
 def test_decoder_lm_batch_shifts_by_one() -> None:
-    batch_windows = windows(3, 16)
+    batch_windows = windows(3, 16, documents=2, index=False)
     batch = collator({"family": "decoder", "objective": "lm"}, 16)(batch_windows)
     tokens = torch.stack([w["tokens"] for w in batch_windows])
     assert torch.equal(batch["input_ids"], tokens[:, :-1])
@@ -235,7 +221,7 @@ def test_decoder_prefix_lm_has_no_labels_inside_the_prefix(preset: str) -> None:
     collate = collator(arch, 16)
     seen_prefix_lens = set()
     for seed in range(40):
-        batch_windows = windows(4, 16, seed=seed)
+        batch_windows = windows(4, 16, seed=seed, documents=2, index=False)
         batch = collate(batch_windows)
         tokens = torch.stack([w["tokens"] for w in batch_windows])
         length = batch["input_ids"].shape[1]
@@ -260,7 +246,7 @@ def test_decoder_span_corruption_labels_only_the_targets(non_causal: bool) -> No
     collate = collator(arch, 32)
     spec = registry.family("decoder")
     for seed in range(5):
-        batch_windows = windows(4, 32, seed=seed)
+        batch_windows = windows(4, 32, seed=seed, documents=2, index=False)
         batch = collate(batch_windows)
         length = batch["input_ids"].shape[1]
         assert length <= spec.input_len(arch, 32)
@@ -359,7 +345,7 @@ def test_glm_parts_reconstruct_the_text_mask(preset: str) -> None:
     arch = dict(PRESETS[preset], gmask_ratio=0.0)
     collate = collator(arch, 32)
     for seed in range(5):
-        batch_windows = windows(4, 32, seed=seed)
+        batch_windows = windows(4, 32, seed=seed, documents=2, index=False)
         batch = collate(batch_windows)
         for row, window in enumerate(batch_windows):
             part_a, spans = glm_parts(batch, row)
@@ -374,7 +360,7 @@ def test_glm_parts_reconstruct_the_text_gmask(preset: str) -> None:
     collate = collator(arch, 32)
     span_lengths = set()
     for seed in range(10):
-        batch_windows = windows(4, 32, seed=seed)
+        batch_windows = windows(4, 32, seed=seed, documents=2, index=False)
         batch = collate(batch_windows)
         for row, window in enumerate(batch_windows):
             part_a, spans = glm_parts(batch, row)
@@ -389,6 +375,6 @@ def test_glm_gmask_ratio_mixes_the_objectives() -> None:
     collate = collator({"family": "glm", "objective": "blank_infilling", "gmask_ratio": 0.5}, 32)
     generation = 0
     for seed in range(25):
-        batch = collate(windows(16, 32, seed=seed))
+        batch = collate(windows(16, 32, seed=seed, documents=2, index=False))
         generation += int((batch["input_ids"] == SPECIALS.gmask).any(1).sum())
     assert 0.4 < generation / 400 < 0.6

@@ -19,20 +19,19 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from conftest import tiny_cfg
+from conftest import PRESETS, composed, sections, tiny_cfg
 from omegaconf import OmegaConf
 
-from arches.config import compose, group_choices, sweeps_dir
+from arches.config import compose
 from arches.registry import family, model_config
 from arches.run import save_checkpoint, update_record, write_config
 from harness.evaluate import evaluate
 from harness.tasks.pairs import KINDS, task_name
 
 SEQ_LEN = 64  # the windows the runs "trained" on (trained_lengths in model.json): T5 targets of 14 tokens
-SIZE = yaml.safe_load((sweeps_dir() / "size" / "debug.yaml").read_text())  # max_len 512: far past the trained 64
+SIZE = sections("size=debug")[1]  # max_len 512: far past the trained 64
 PAIRS = [task_name(kind) for kind in KINDS]
 FORMATS = {"decoder": "causal", "encoder": "pll_word_l2r", "encoder_decoder": "t5_sentinel", "glm": "mask"}
-PRESETS = group_choices("arch")
 EVAL = ["eval=quick", "eval.tasks=[corpus_pairs]", "eval.corpus.max_pairs=12", "eval.corpus.fewshot_pool=2",
         "eval.limit=6", "eval.device=cpu"]  # fmt: skip
 
@@ -69,7 +68,7 @@ def make_run(root: Path, preset: str, spread: float | None = None) -> Path:
 
     cfg = tiny_cfg(root / "cache", [root / "corpus"], seq_len=SEQ_LEN, val_fraction=0.1, test_fraction=0.2)
     prepared = prepare(cfg)
-    arch = yaml.safe_load((sweeps_dir() / "arch" / f"{preset}.yaml").read_text())
+    arch = composed(preset)[0]
     spec = family(arch["family"])
     model_cfg = model_config(arch, SIZE, prepared.vocab_size, SEQ_LEN)
     torch.manual_seed(0)

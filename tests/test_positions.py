@@ -7,17 +7,15 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from conftest import SPECIALS, VOCAB
 
 from arches import registry
 from arches.core.attention import KVCache
 from arches.core.config import ModelConfig
 from arches.core.positions import alibi_bias, alibi_slopes, apply_rope, rope_cos_sin
 from arches.core.stack import IGNORE_INDEX
-from arches.data.tokenizer import Specials
 from arches.families import glm
 
-SPECIALS = Specials(pad=0, bos=1, eos=2, mask=3, sop=4, eop=5, gmask=6, sentinels=tuple(range(7, 107)))
-VOCAB = 300
 ATOL = 1e-5
 
 

@@ -9,10 +9,8 @@ import random
 
 import pytest
 import torch
-import yaml
-from conftest import tiny_text
+from conftest import PRESETS, composed, tiny_text
 
-from arches.config import group_choices, sweeps_dir
 from arches.core import masks
 from arches.families.scoring import ROLLING_SPAN, UnsupportedRequest, rolling_windows, span_windows, word_byte_tables, word_ends
 from arches.errors import UserError
@@ -21,13 +19,8 @@ from arches.data.tokenizer import Specials, train_tokenizer
 
 MAX_LEN = 64
 TOLERANCE = 1e-5
-PRESETS = group_choices("arch")
 # extra variants beyond the presets: the other scoring format of each two-format family
 VARIANTS = [(name, None) for name in PRESETS] + [("t5", "plain"), ("glm", "gmask"), ("bert", "pll"), ("prefix_lm", "causal")]
-
-
-def preset(name: str) -> dict:
-    return yaml.safe_load((sweeps_dir() / "arch" / f"{name}.yaml").read_text())
 
 
 @pytest.fixture(scope="session")
@@ -37,7 +30,7 @@ def tokenizer():
 
 
 def build_model(name: str, tokenizer, seed: int = 0, max_len: int = MAX_LEN):
-    arch = preset(name)
+    arch = composed(name)[0]
     size = {"d_model": 32, "n_layers": 2, "n_heads": 4, "max_len": max_len}
     cfg = model_config(arch, size, tokenizer.get_vocab_size())
     torch.manual_seed(seed)
@@ -368,7 +361,7 @@ def naive_generate(model, arch, scorer, tokenizer, context: str, max_tokens: int
     return tokenizer.decode(out, skip_special_tokens=True)
 
 
-GENERATORS = [(n, None) for n in PRESETS if preset(n)["family"] != "encoder"] + [("t5", "plain"), ("glm", "gmask")]
+GENERATORS = [(n, None) for n in PRESETS if composed(n)[0]["family"] != "encoder"] + [("t5", "plain"), ("glm", "gmask")]
 
 
 @pytest.mark.parametrize("name,fmt", GENERATORS)

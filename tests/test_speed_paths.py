@@ -13,12 +13,11 @@ its GPU kernels against) with autograd, which is what a CPU can compare.
 from __future__ import annotations
 
 import copy
-import functools
 import warnings
 
 import pytest
 import torch
-from omegaconf import OmegaConf
+from conftest import SEQ_LEN, SPECIALS, VOCAB, composed, windows
 
 from arches import registry
 from arches.config import compose
@@ -29,21 +28,11 @@ from arches.core.stack import IGNORE_INDEX, ChunkedCrossEntropy, Transformer, ap
 from arches.data.tokenizer import Specials
 from arches.errors import UserError
 
-SPECIALS = Specials(pad=0, bos=1, eos=2, mask=3, sop=4, eop=5, gmask=6, sentinels=tuple(range(7, 107)))
-VOCAB = 300
-FIRST_ORDINARY = 107
-SEQ_LEN = 32
 ATOL = 1e-5
 
 
-@functools.lru_cache(maxsize=None)
-def _composed(preset: str) -> tuple[dict, dict]:
-    cfg = compose([f"arch={preset}", "size=debug"])
-    return OmegaConf.to_container(cfg.arch, resolve=True), OmegaConf.to_container(cfg.size, resolve=True)
-
-
 def preset(name: str, **arch_overrides) -> tuple[dict, dict]:
-    arch, size = copy.deepcopy(_composed(name))
+    arch, size = composed(name)
     model_overrides = arch_overrides.pop("model", {})
     arch.update(arch_overrides)
     arch["model"] = {**arch.get("model", {}), **model_overrides}
@@ -54,15 +43,6 @@ def build(arch: dict, size: dict, **size_overrides) -> torch.nn.Module:
     cfg = registry.model_config(arch, {**size, **size_overrides}, VOCAB, SEQ_LEN)
     torch.manual_seed(0)
     return registry.family(arch["family"]).build(cfg, arch)
-
-
-def windows(count: int, seq_len: int = SEQ_LEN, seed: int = 0, doc_ids: list[int] | None = None) -> list[dict]:
-    generator = torch.Generator().manual_seed(seed)
-    ids = torch.tensor(doc_ids) if doc_ids is not None else torch.zeros(seq_len, dtype=torch.long)
-    return [
-        {"tokens": torch.randint(FIRST_ORDINARY, VOCAB, (seq_len,), generator=generator), "doc_ids": ids.clone(), "index": i}
-        for i in range(count)
-    ]
 
 
 def collate(arch: dict, items: list[dict], seq_len: int = SEQ_LEN) -> dict:
@@ -134,17 +114,17 @@ FLEX_CASES = {
     # packed documents, causal (learned positions restart per document)
     "documents_causal": lambda: (
         preset("gpt", document_mask=True),
-        lambda arch: collate(arch, windows(2, doc_ids=two_documents(2, 11))),
+        lambda arch: collate(arch, windows(2, documents=two_documents(2, 11))),
     ),
     # packed documents, grouped-query attention with RoPE
     "documents_gqa_rope": lambda: (
         preset("llama", document_mask=True, model={"n_kv_heads": 1}),
-        lambda arch: collate(arch, windows(2, doc_ids=[0] * 9 + [1] * 13 + [2] * 10)),
+        lambda arch: collate(arch, windows(2, documents=[0] * 9 + [1] * 13 + [2] * 10)),
     ),
     # packed documents, bidirectional (BERT's MLM with document_mask)
     "documents_bidirectional": lambda: (
         preset("bert", document_mask=True),
-        lambda arch: collate(arch, windows(2, doc_ids=two_documents(2, 20))),
+        lambda arch: collate(arch, windows(2, documents=two_documents(2, 20))),
     ),
     # causal with padding (the concatenated span-corruption decoder pads its rows)
     "causal_padding": lambda: (preset("gpt"), lambda arch: padded(collate(arch, windows(2)), [31, 20])),
@@ -327,7 +307,7 @@ def test_packed_documents_compute_what_each_document_computes_alone(name: str) -
     first, second = 13, SEQ_LEN - 13
     arch, size = preset(name, document_mask=True)
     model = build(arch, size)
-    packed_window = windows(1, doc_ids=[0] * first + [1] * second)[0]
+    packed_window = windows(1, documents=[0] * first + [1] * second)[0]
     packed = collate(arch, [packed_window])
     assert packed["position_ids"][0, first].item() == 0, "the second document starts at position 0"
     packed["labels"][0, first - 1] = IGNORE_INDEX  # the cross-boundary prediction
@@ -362,7 +342,7 @@ def test_packed_mlm_documents_match_each_document_alone() -> None:
     first, second = 12, SEQ_LEN - 12
     arch, size = preset("bert", document_mask=True)
     model = build(arch, size)
-    window = windows(1, doc_ids=[0] * first + [1] * second)[0]
+    window = windows(1, documents=[0] * first + [1] * second)[0]
     packed = collate(arch, [window])
     labels = torch.full((1, SEQ_LEN), IGNORE_INDEX)
     labels[0, [1, 5, 11, 12, 20, 31]] = window["tokens"][[1, 5, 11, 12, 20, 31]]
