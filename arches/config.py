@@ -78,7 +78,7 @@ def compose(overrides: list[str] | None = None, config_name: str = CONFIG_NAME, 
         with initialize_config_dir(config_dir=str(sweeps_dir()), version_base=None):
             cfg = hydra_compose(config_name=config_name, overrides=overrides, return_hydra_config=hydra_node)
     except (HydraException, OmegaConfBaseException) as error:
-        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        first = first_line(error)
         missing = re.fullmatch(r"Could not override '([\w.]+)'\.?", first)
         if missing:  # a key no section has: the settings tables name the closest one
             from arches.settings import unknown_override
@@ -102,9 +102,9 @@ def broken_yaml(error: yaml.YAMLError) -> UserError:
         except yaml.YAMLError as found:
             mark = getattr(found, "problem_mark", None)
             where = f":{mark.line + 1}:{mark.column + 1}" if mark is not None else ""
-            problem = getattr(found, "problem", None) or str(found).splitlines()[0]
+            problem = getattr(found, "problem", None) or first_line(found)
             return UserError(f"{path}{where}: {problem}; fix the YAML there")
-    return UserError(f"a config file does not parse: {str(error).splitlines()[0]}")
+    return UserError(f"a config file does not parse: {first_line(error)}")
 
 
 def to_container(cfg: DictConfig) -> dict:

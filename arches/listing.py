@@ -144,8 +144,8 @@ def size_row(name: str, overrides: list[str]) -> list[str]:
 
 
 def size_keys() -> tuple[str, ...]:
-    # arches.registry imports torch: `arches <command> --help` (which imports this module) need not
-    from arches.registry import SIZE_KEYS
+    # arches.core imports torch: `arches <command> --help` (which imports this module) need not
+    from arches.core.config import SIZE_KEYS
 
     return SIZE_KEYS
 

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-from arches.errors import UserError, unknown
+from arches.errors import UserError, first_line, unknown
 from arches.settings_kinds import Flag, Items, Text
 
 DEFAULT_LOGGERS = ("csv", "tensorboard")  # a config without a `logger` section (written before it existed)
@@ -105,7 +105,7 @@ def run_loggers(cfg: DictConfig, logs: Path, run: str, lit, resuming: bool) -> l
         try:  # starts the tracker's run now, so a login or server problem is one line before training
             tracker.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
         except Exception as error:
-            text = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+            text = first_line(error)
             raise UserError(f"logger={name} could not start its run ({text}); {START_ADVICE[name]}") from error
     return loggers + list(trackers.values())
 

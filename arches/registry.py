@@ -12,6 +12,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from arches.core import ModelConfig
+from arches.core.config import SIZE_KEYS
 from arches.errors import UserError, unknown
 from arches.families.spec import FamilySpec
 
@@ -22,9 +23,6 @@ FAMILIES: dict[str, str] = {
     "encoder_decoder": "arches.families.encoder_decoder",
     "glm": "arches.families.glm",
 }
-
-SIZE_KEYS = ("d_model", "n_layers", "n_heads", "n_kv_heads", "d_ff", "max_len", "dropout")
-
 
 def family(name: str) -> FamilySpec:
     if name not in FAMILIES:

@@ -19,7 +19,7 @@ from typing import Any
 from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from arches.errors import UserError, unknown
+from arches.errors import UserError, first_line, unknown
 from arches.loggers import check_logger_settings
 from arches.progress import PROGRESS_MODES
 from arches.settings_kinds import Choice, Entry, Flag, Items, Mapping, Number, Text
@@ -77,9 +77,9 @@ STRATEGIES = (
 # import torch: arches.core's package imports the model).
 ATTENTION_BACKENDS = ("auto", "sdpa", "flex")  # arches.core.config.ATTENTION_BACKENDS
 SOURCES = ("classics", "hf", "local")  # arches.data.cache.SOURCES
-DIRECTIONS = ("minimize", "maximize")  # arches.tune.DIRECTIONS
-PRUNERS = ("median", "none")  # arches.tune.PRUNERS
-METRICS = ("val_loss",)  # arches.tune.METRICS
+DIRECTIONS = ("minimize", "maximize")  # arches.tune.space.DIRECTIONS
+PRUNERS = ("median", "none")  # arches.tune.space.PRUNERS
+METRICS = ("val_loss",)  # arches.tune.space.METRICS
 PAIR_KINDS = ("swap", "lexical", "morph", "halves")  # harness.tasks.pairs.KINDS (the model side imports no harness)
 AUTO_SWITCH = ("auto", True, False)
 
@@ -221,7 +221,7 @@ def _plain(cfg: Any, key: str, default: Any = None) -> Any:
             return OmegaConf.to_container(value, resolve=True)
         return value
     except OmegaConfBaseException as error:
-        raise UserError(f"{key}: {str(error).strip().splitlines()[0]}; fix the value or the ${{...}} it refers to") from None
+        raise UserError(f"{key}: {first_line(error)}; fix the value or the ${{...}} it refers to") from None
 
 
 def _unknown_setting(key: str, prefix: str, table: dict) -> UserError:

@@ -230,7 +230,8 @@ def test_the_copied_names_match_their_owners():
     from lightning.pytorch.accelerators import AcceleratorRegistry
     from lightning.pytorch.strategies import StrategyRegistry
 
-    from arches import settings, tune
+    from arches import settings
+    from arches.tune import space as tune
     from arches.core import config
     from arches.data import cache
     from harness.tasks import pairs

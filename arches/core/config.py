@@ -19,6 +19,8 @@ NORM_PLACEMENTS = ("pre", "post")
 ACTIVATIONS = ("gelu", "relu", "swiglu", "geglu")
 GATED_ACTIVATIONS = ("swiglu", "geglu")
 GELU_APPROXIMATIONS = ("none", "tanh")  # torch.nn.functional.gelu's `approximate`
+# The ModelConfig fields a size preset (sweeps/size/) sets; the arch preset sets the rest.
+SIZE_KEYS = ("d_model", "n_layers", "n_heads", "n_kv_heads", "d_ff", "max_len", "dropout")
 
 
 def _choice(key: str, value: Any, valid: tuple[str, ...]) -> None:

@@ -11,7 +11,7 @@ from typing import Any
 import torch
 
 from arches import hub
-from arches.errors import UserError
+from arches.errors import UserError, first_line
 from arches.interop.mapping import Architecture
 from arches.interop.table import ARCHITECTURES, BY_MODEL_TYPE, supported
 
@@ -45,7 +45,7 @@ def resolve_source(source: str) -> Path:
         if not any(folder.glob("model*.safetensors")):
             folder = Path(snapshot_download(source, allow_patterns=[*common, "pytorch_model*.bin", "pytorch_model.bin.index.json"]))
     except Exception as error:  # huggingface_hub's errors (not found, gated, network) say what happened
-        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        first = first_line(error)
         raise UserError(f"could not fetch '{source}' from the Hugging Face Hub ({first}); pass a local folder instead") from None
     return folder
 
@@ -87,7 +87,7 @@ def read_checkpoint(folder: Path) -> dict[str, torch.Tensor]:
             try:
                 tensors.update(load_file(str(file)) if safe else torch.load(file, map_location="cpu", weights_only=True))
             except Exception as error:  # safetensors and torch raise several kinds
-                raise UserError(f"{file} cannot be read ({str(error).splitlines()[0] if str(error) else type(error).__name__})") from None
+                raise UserError(f"{file} cannot be read ({first_line(error)})") from None
         return tensors
     raise UserError(f"{folder} has no weights (model.safetensors or pytorch_model.bin); save the model there with save_pretrained")
 
@@ -139,7 +139,7 @@ def load_hf_tokenizer(folder: Path, tokenizer: str | None, vocab_size: int) -> A
         else:
             hf_tokenizer = transformers.AutoTokenizer.from_pretrained(str(source))
     except Exception as error:  # transformers and tokenizers raise many kinds
-        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        first = first_line(error)
         raise UserError(f"{source} has no usable tokenizer ({first}); {TOKENIZER_HINT}") from None
     if not getattr(hf_tokenizer, "is_fast", False):
         raise UserError(f"the tokenizer in {source} is not a fast (tokenizers) one; arches needs its tokenizer.json")

@@ -9,14 +9,12 @@ from pathlib import Path
 from typing import Any
 
 from arches.core import ModelConfig
-from arches.errors import UserError, unknown
+from arches.core.config import SIZE_KEYS
+from arches.errors import UserError, first_line, unknown
 from arches.interop.checkpoint import architecture_of, load_hf_tokenizer, read_checkpoint, rename_legacy, resolve_source
 from arches.interop.mapping import Architecture, export_weights, import_weights
 from arches.interop.table import ARCHITECTURES, BY_PRESET, NO_EQUIVALENT, exportable
 from arches.registry import family
-
-SIZE_KEYS = ("d_model", "n_layers", "n_heads", "n_kv_heads", "d_ff", "max_len", "dropout")
-
 
 def special_tokens(architecture: Architecture, tokenizer: Any, config: Any) -> dict:
     """The imported tokenizer's tokens for arches' special roles (see `Specials`), as its
@@ -71,7 +69,7 @@ def import_hf(source: str, preset: str | None = None, overrides: list[str] | Non
     try:
         config = transformers.AutoConfig.from_pretrained(str(folder))
     except Exception as error:
-        raise UserError(f"{folder / 'config.json'} cannot be read by transformers ({str(error).splitlines()[0]})") from None
+        raise UserError(f"{folder / 'config.json'} cannot be read by transformers ({first_line(error)})") from None
     knobs = architecture.knobs(config)
     model_cfg = ModelConfig.from_dict(knobs)
     hf_tokenizer = load_hf_tokenizer(folder, tokenizer, model_cfg.vocab_size)
