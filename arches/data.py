@@ -36,7 +36,7 @@ from typing import Any, Protocol
 import numpy as np
 from tokenizers import Tokenizer
 
-from arches.run import file_sha256
+from arches.train.run_folder import file_sha256
 from arches import hub
 from arches.errors import RunFailure, UserError, unknown
 from arches.tokenizer import Specials, load_tokenizer, tokenizer_hash, train_tokenizer

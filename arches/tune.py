@@ -571,7 +571,7 @@ def _launched_rank() -> int:
     """The rank a launcher gave this process before it started (0 when none did): Lightning's
     rerun of the command sets LOCAL_RANK (and NODE_RANK on other machines), torchrun RANK,
     srun SLURM_PROCID."""
-    from arches.train import _env_rank
+    from arches.train.resume import env_rank as _env_rank
 
     return _env_rank() or int(os.environ.get("NODE_RANK") or os.environ.get("GROUP_RANK") or 0)
 
@@ -710,7 +710,7 @@ class Ranks:
         import optuna
 
         from arches.errors import ArchesError
-        from arches.train import train
+        from arches.train.loop import train
 
         self.launch()
         while True:
@@ -826,8 +826,8 @@ def run_job(job: Job, log=None, ranks: Ranks | None = None) -> dict:
             raise
 
     def run_trial(trial) -> float:
-        from arches.run import update_record
-        from arches.train import train
+        from arches.train.loop import train
+        from arches.train.record import update_record
 
         # the sampler is read at each suggest: this trial draws with its own seed (see _sampler)
         study.sampler = _sampler(settings.seed, trial.number)
@@ -943,7 +943,7 @@ def write_best(job: Job) -> tuple[dict, Path]:
     """Write the study's best trial as `<results_dir>/tune/<study>.best.yaml`; runs nothing."""
     import optuna
 
-    from arches.run import write_atomic
+    from arches.train.run_folder import write_atomic
 
     default_db = tune_dir(job.cfg.results_dir) / f"{job.study}.db"
     if not job.settings.storage and not default_db.exists():  # opening it would create it

@@ -37,7 +37,7 @@ from typing import Any
 
 import yaml
 
-from arches.run import file_sha256
+from arches.train.run_folder import file_sha256
 from arches.errors import UserError, unknown
 
 REQUIREMENT = "bigbench==1.0.0"

@@ -43,6 +43,7 @@ from omegaconf import DictConfig, OmegaConf
 from arches import hub
 from arches.errors import UserError, closest
 from harness.alternatives import alternatives_record, score_alternatives
+
 # the files and record entries one simple_evaluate leaves (record_metrics and write_results importable here too)
 from harness.eval_records import EVAL_DIR, record_entries, record_metrics, scored_pass, write_results  # noqa: F401
 from harness.pairs_eval import PAIR_TASKS, blimp_offline, prepare_pairs
@@ -125,7 +126,7 @@ def eval_settings(cfg: DictConfig) -> dict:
 
 
 def _run_folder(cfg: DictConfig) -> tuple[Path, DictConfig]:
-    from arches.run import CHECKPOINT_DIR, WEIGHTS_FILE, read_config
+    from arches.train.run_folder import CHECKPOINT_DIR, WEIGHTS_FILE, read_config
 
     if not cfg.get("run"):
         raise UserError("which run? set run=<run folder>, e.g. arches eval run=results/gpt-tiny-classics-seed0-...")
@@ -394,10 +395,10 @@ def evaluate(cfg: DictConfig) -> dict:
 
         write_generations(run_dir, model, corpus_cfg, cfg)  # eval.generations held-out prompts, greedily continued
 
-    from arches.run import RUN_RECORD, read_json, update_record
+    from arches.train.record import read_record, update_record
 
     # only now, after every shot count succeeded: one atomic write, merged with earlier scores
-    record = read_json(run_dir / RUN_RECORD)
+    record = read_record(run_dir).to_dict()
     update_record(run_dir, evals={**(record.get("evals") or {}), **entries},
                   **alternatives_record(record, alternatives))
     return {

@@ -22,8 +22,9 @@ from test_scorers import build_model, requests, tokenizer  # noqa: F401  (the se
 
 from arches.core.scoring import UnsupportedRequest
 from arches.errors import UserError
-from arches.run import TOKENIZER_FILE, save_checkpoint, update_record
 from arches.tokenizer import tokenizer_hash, train_tokenizer
+from arches.train.record import update_record
+from arches.train.run_folder import TOKENIZER_FILE, save_checkpoint
 from harness.lm import CACHE_FILE, ArchesLM, checkpoint_sha256
 
 REPO = Path(__file__).resolve().parents[1]

@@ -14,7 +14,14 @@ from conftest import tiny_text
 
 from arches.config import group_choices, sweeps_dir
 from arches.core import masks
-from arches.core.scoring import ROLLING_SPAN, UnsupportedRequest, rolling_windows, span_windows, word_byte_tables, word_ends
+from arches.core.scoring import (
+    ROLLING_SPAN,
+    UnsupportedRequest,
+    rolling_windows,
+    span_windows,
+    word_byte_tables,
+    word_ends,
+)
 from arches.errors import UserError
 from arches.registry import family, model_config
 from arches.tokenizer import Specials, train_tokenizer

@@ -399,7 +399,7 @@ def test_activation_checkpointing_gives_the_same_loss_and_gradients(name: str) -
 
 
 def test_fused_adamw_step_matches_the_foreach_step() -> None:
-    from arches.lit import adamw, fused_adamw
+    from arches.train.lit import adamw, fused_adamw
 
     arch, size = preset("llama")
     model = build(arch, size)
@@ -448,7 +448,8 @@ def test_compiled_model_gives_the_eager_loss_and_gradients(name: str) -> None:
 
 
 def test_train_applies_the_speed_settings() -> None:
-    from arches.train import _speed, compile_wanted
+    from arches.train.fit import apply_speed_settings as _speed
+    from arches.train.fit import compile_wanted
 
     cfg = compose(["arch=glm", "size=debug", "train.loss_chunk_size=64", "train.activation_checkpointing=true"])
     arch = registry.plain(cfg.arch)
