@@ -44,7 +44,7 @@ arches <command> [overrides] --cfg job: the composed config as YAML, nothing run
 DATA_COMMANDS = {"prepare": ("arches.data.command", "prepare_command"), "bigbench": ("harness.bigbench", "bigbench_command")}
 COMMANDS = {
     "list": ("arches.listing", "list_command"),
-    "train": ("arches.train", "train_command"),
+    "train": ("arches.train.command", "train_command"),
     "tune": ("arches.tune.command", "tune_command"),
     "eval": ("harness.evaluate", "eval_command"),
     "lm-eval": ("harness.lm", "lm_eval_command"),

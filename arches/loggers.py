@@ -161,7 +161,7 @@ def _keep_log_rows(metrics_csv: Path, resumed: dict) -> None:
     writer = csv.DictWriter(out, fieldnames=fields)
     writer.writeheader()
     writer.writerows(rows)
-    from arches.run import write_atomic
+    from arches.train.run_folder import write_atomic
 
     write_atomic(metrics_csv, out.getvalue())
 

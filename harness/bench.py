@@ -39,7 +39,7 @@ from arches.bench import (
 )
 from arches.config import compose, expand_grid, group_choices
 from arches.errors import UserError, unknown
-from arches.run import write_json
+from arches.train.run_folder import write_json
 
 USAGE = "usage: arches bench [--quick] [arch=gpt,llama,...] [size=<size>] [bench.<key>=<value> ...]"
 DEFAULT_SIZE = "small"  # issue #8's targets are at `small`
@@ -201,7 +201,8 @@ def write_run_folder(folder: Path, model, arch: dict, tokenizer) -> Path:
     """The smallest run folder ArchesLM and export-hf accept: weights, model.json,
     tokenizer.json and a run.json recording the tokenizer's hash."""
     from arches.data.tokenizer import tokenizer_hash
-    from arches.run import RUN_RECORD, TOKENIZER_FILE, save_checkpoint
+    from arches.train.record import RUN_RECORD
+    from arches.train.run_folder import TOKENIZER_FILE, save_checkpoint
 
     folder.mkdir(parents=True)
     tokenizer.save(str(folder / TOKENIZER_FILE))

@@ -16,7 +16,7 @@ import tarfile
 from pathlib import Path, PurePosixPath
 
 from arches.errors import UserError
-from arches.run import file_sha256
+from arches.train.run_folder import file_sha256
 
 REQUIREMENT = "bigbench==1.0.0"
 ARCHIVE_NAME = "bigbench-1.0.0.tar.gz"

@@ -127,8 +127,8 @@ def reusable(run: PlannedRun, run_cfg: DictConfig, rerun_mismatched: bool) -> No
     the experiment now asks for, by the rule `arches train` resumes with: a mismatch is
     never reused, and never deleted."""
     from arches.config import to_container
-    from arches.run import CONFIG_FILE, read_config
-    from arches.train import config_differences
+    from arches.train.resume import config_differences
+    from arches.train.run_folder import CONFIG_FILE, read_config
 
     if not (run.run_dir / CONFIG_FILE).exists():
         return
@@ -149,10 +149,10 @@ def reusable(run: PlannedRun, run_cfg: DictConfig, rerun_mismatched: bool) -> No
 
 
 def _record(run: PlannedRun) -> dict:
-    from arches.run import RUN_RECORD, read_json
+    from arches.train.record import RUN_RECORD, read_record
 
     path = run.run_dir / RUN_RECORD
-    return read_json(path) if path.exists() else {}
+    return read_record(run.run_dir).to_dict() if path.exists() else {}
 
 
 def unigram_log_probs(prepared) -> np.ndarray:
@@ -201,8 +201,9 @@ def compare(overrides: list[str]) -> Path:
     from rich.console import Console
     from rich.table import Table
 
-    from arches.run import read_json, update_record, write_json
-    from arches.train import train
+    from arches.train.loop import train
+    from arches.train.record import update_record
+    from arches.train.run_folder import read_json, write_json
     from harness.evaluate import evaluate
     from harness.report import write_report
 

@@ -83,7 +83,7 @@ def write_results(run_dir: Path, shots: int, results: dict,
     that task, so a later evaluation of other tasks never makes it stale) and, for a task,
     `eval/samples-{task}-{k}shot.jsonl`; `folder` (relative to the run) replaces `eval`
     (the other scoring formats' pass writes under eval/alternatives/<format>/)."""
-    from arches.run import write_atomic
+    from arches.train.run_folder import write_atomic
 
     (run_dir / folder).mkdir(parents=True, exist_ok=True)
     samples = results.get("samples") or {}

@@ -64,7 +64,7 @@ def eval_settings(cfg: DictConfig) -> dict:
 
 
 def _run_folder(cfg: DictConfig) -> tuple[Path, DictConfig]:
-    from arches.run import CHECKPOINT_DIR, WEIGHTS_FILE, read_config
+    from arches.train.run_folder import CHECKPOINT_DIR, WEIGHTS_FILE, read_config
 
     if not cfg.get("run"):
         raise UserError("which run? set run=<run folder>, e.g. arches eval run=results/gpt-tiny-classics-seed0-...")

@@ -133,10 +133,10 @@ def evaluate(cfg: DictConfig) -> dict:
 
         write_generations(run_dir, model, corpus_cfg, cfg)  # eval.generations held-out prompts, greedily continued
 
-    from arches.run import RUN_RECORD, read_json, update_record
+    from arches.train.record import read_record, update_record
 
     # only now, after every shot count succeeded: one atomic write, merged with earlier scores
-    record = read_json(run_dir / RUN_RECORD)
+    record = read_record(run_dir).to_dict()
     update_record(run_dir, evals={**(record.get("evals") or {}), **entries},
                   **alternatives_record(record, alternatives))
     return {

@@ -127,7 +127,7 @@ def write_generations(run_dir: Path | str, model: Any, corpus_cfg: DictConfig, c
     """Continue `eval.generations` held-out prompts with `model` (a harness.lm.ArchesLM) and write
     `<run>/eval/generations.json` atomically; its path, or None when eval.generations is 0."""
     from arches.data.cache import prepare
-    from arches.run import write_atomic
+    from arches.train.run_folder import write_atomic
 
     count = generations_count(cfg)
     if count == 0:

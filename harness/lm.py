@@ -31,16 +31,9 @@ from lm_eval.models.utils import Collator, normalize_gen_kwargs
 from arches.data.tokenizer import load_tokenizer, tokenizer_hash
 from arches.errors import RunFailure, UserError
 from arches.progress import request_progress, task_label
-from arches.run import (
-    CHECKPOINT_DIR,
-    MODEL_FILE,
-    RUN_RECORD,
-    TOKENIZER_FILE,
-    WEIGHTS_FILE,
-    load_model,
-    pause_point,
-    read_json,
-)
+from arches.data.tokenizer import load_tokenizer, tokenizer_hash
+from arches.train.record import RUN_RECORD, read_record
+from arches.train.run_folder import CHECKPOINT_DIR, MODEL_FILE, TOKENIZER_FILE, WEIGHTS_FILE, load_model, pause_point
 from harness.request_cache import CACHE_FILE, RequestCache, checkpoint_sha256
 
 log = logging.getLogger(__name__)
@@ -188,7 +181,7 @@ class ArchesLM(LM):
         if not path.exists():
             raise UserError(f"{run_dir} has no {TOKENIZER_FILE}; it is not a complete run folder: train it again")
         tokenizer = load_tokenizer(path)
-        expected = read_json(run_dir / RUN_RECORD).get("tokenizer_hash")
+        expected = read_record(run_dir).tokenizer_hash
         found = tokenizer_hash(tokenizer)
         if expected is None:
             raise UserError(f"{run_dir / RUN_RECORD} records no tokenizer_hash, so {path} cannot be checked; train the run again")
@@ -334,7 +327,7 @@ class ArchesLM(LM):
                         self.cache_hook.add_partial(kind, request, result)
                     if self.cache is not None:  # batch by batch, so an interrupted run resumes
                         self.cache.put(kind, [(keys[index], results[index]) for index, _ in batch])
-                        pause_point(f"eval-cached:{self.run_dir.name}")  # a test hook (arches.run)
+                        pause_point(f"eval-cached:{self.run_dir.name}")  # a test hook (arches.train.run_folder)
                     progress.update(len(batch))
         if kind == "loglikelihood":
             return [tuple(r) for r in results]

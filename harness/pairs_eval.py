@@ -64,7 +64,7 @@ def group_folder(folder: Path, kinds: list[str]) -> Path:
     """A folder holding only a `corpus_pairs` group YAML of these kinds (the bundled one's
     aggregation, its task list cut), written once; lm-eval indexes every YAML below an
     include path, so the folder holds nothing else."""
-    from arches.run import write_atomic
+    from arches.train.run_folder import write_atomic
 
     bundled = yaml.safe_load((TASKS_DIR / f"{GROUP}.yaml").read_text(encoding="utf-8"))
     config = {**bundled, "task": [task_name(kind) for kind in kinds]}

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from arches.run import CHECKPOINT_DIR, MODEL_FILE, WEIGHTS_FILE
+from arches.train.run_folder import CHECKPOINT_DIR, MODEL_FILE, WEIGHTS_FILE
 
 CACHE_FILE = Path("eval") / "cache.sqlite"
 

@@ -1,7 +1,7 @@
 """The index of run folders: one folder per run is the source of truth.
 
 `results/<experiment>/<run>/run.json` is written by training (and its `evals` by
-evaluation); this module only reads those records. The index (`index.parquet`:
+evaluation); this module only reads those records, through arches.train.record. The index (`index.parquet`:
 pyarrow is a declared dependency and keeps the column types) is a table rebuilt
 from the folders every time, never edited by hand. pandas is the only table engine.
 """
@@ -17,9 +17,9 @@ from typing import Any
 import pandas as pd
 
 from arches.errors import UserError
-from arches.run import write_atomic
+from arches.train.record import RUN_RECORD, read_record
+from arches.train.run_folder import write_atomic
 
-RUN_RECORD = "run.json"
 BASELINE_FILE = "baseline.json"
 INDEX_FILE = "index.parquet"
 
@@ -74,9 +74,7 @@ def load_runs(folder: Path | str, recursive: bool = False) -> list[dict]:
     for path in sorted(paths):
         if any(part.startswith(".") for part in path.relative_to(folder).parts[:-1]):
             continue
-        record = _read_json(path)
-        if not isinstance(record, dict):
-            raise UserError(f"{path} is corrupted (not a JSON object); delete that run folder and run it again")
+        record = read_record(path.parent).to_dict()
         record["run_dir"] = str(path.parent)
         record.setdefault("run_name", path.parent.name)
         record["variant"] = record.get("variant") or record.get("preset") or record["run_name"]

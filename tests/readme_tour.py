@@ -106,6 +106,7 @@ def _fake_bigbench(cache_dir: Path, work: Path) -> None:
     from harness.bigbench_convert import convert_archive
 
     from arches.config import compose
+    from harness.bigbench import convert_archive, spec_from_config, tasks_dir
 
     archive = fake_archive(work / "bigbench-1.0.0.tar.gz", {"hyperbaton": HYPERBATON})
     convert_archive(archive, tasks_dir(cache_dir), ["hyperbaton"], spec_from_config(compose([])))

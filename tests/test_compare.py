@@ -43,7 +43,7 @@ def test_every_shipped_experiment_runs_three_seeds_and_quick_runs_one(experiment
 
 @pytest.mark.parametrize("experiment", EXPERIMENTS)
 def test_experiment_composes_and_each_variant_trains_one_step(experiment, tmp_path):
-    from arches.train import train
+    from arches.train.loop import train
 
     cfg, runs, _ = plan([f"experiment={experiment}", *local_overrides(tmp_path), "quick=true"])
     assert cfg.experiment.name == experiment

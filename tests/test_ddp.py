@@ -5,7 +5,7 @@ tune trainer=ddp` asks the study on rank 0 only, and rank 1 trains each trial wi
 hyperparameters rank 0 drew (lightning-hydra-template #639 is the trap avoided).
 
 Each command runs through a small driver that records what every rank trained: it
-wraps `arches.train.train` with a callback that writes, at the end of each fit, the
+wraps `arches.train.loop.train` with a callback that writes, at the end of each fit, the
 rank's hyperparameters and weights, then calls `arches.cli.main`. Lightning starts
 rank 1 by rerunning the driver's command line, so both ranks are recorded."""
 
@@ -30,11 +30,11 @@ TIMEOUT_S = 180  # about 25 s each on two CPU cores
 DRIVER = textwrap.dedent('''
     import hashlib, json, os, sys
 
-    import arches.train
+    import arches.train.loop
     from arches.cli import main
 
     RECORDS = os.environ["ARCHES_TEST_RANK_RECORDS"]
-    real_train = arches.train.train
+    real_train = arches.train.loop.train
 
 
     def digest(module):
@@ -74,7 +74,7 @@ DRIVER = textwrap.dedent('''
         return real_train(cfg, callbacks=[*(callbacks or []), Record()])
 
 
-    arches.train.train = recording_train
+    arches.train.loop.train = recording_train
     main(sys.argv[1:])
 ''')
 
@@ -133,7 +133,7 @@ def test_ddp_token_budget_and_counts_are_global(corpus, tmp_path):
     [eop] each) vary from batch to batch, so loss_tokens_seen is seen to be the sum of
     the ranks' own counts, not one rank's count doubled."""
     from arches.config import compose
-    from arches.train import train
+    from arches.train.loop import train
 
     results = tmp_path / "results"
     budget = ["arch=glm", "size=debug", *corpus, f"results_dir={results}", "train.max_tokens=1024",

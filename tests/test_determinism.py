@@ -32,7 +32,7 @@ def base(tmp_path_factory) -> list[str]:
 
 
 def test_same_seed_same_losses_and_same_eval_scores(base):
-    from arches.train import train
+    from arches.train.loop import train
     from harness.evaluate import evaluate
 
     threads = torch.get_num_threads()

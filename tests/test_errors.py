@@ -49,7 +49,7 @@ def arches(*args: str, preexec_fn=None, **extra_env: str) -> subprocess.Complete
 def world(tmp_path_factory) -> dict:
     """A tiny corpus with its cache, one trained run inside a results folder that has a
     report, and the damaged or odd folders the cases point at."""
-    from arches.train import train
+    from arches.train.loop import train
     from harness.report import write_report
 
     root = tmp_path_factory.mktemp("errors")
@@ -196,7 +196,7 @@ def test_span_corruption_sentinel_capacity_is_checked_when_composing(arch):
 
 
 def test_oom_advice_keeps_the_optimizer_batch():
-    from arches.train import oom_advice
+    from arches.train.fit import oom_advice
 
     assert oom_advice(16, 1) == "set train.micro_batch_size=8 and train.grad_accum=2 (the same 16 windows per optimizer step)"
     assert oom_advice(12, 2).startswith("set train.micro_batch_size=6 and train.grad_accum=4")

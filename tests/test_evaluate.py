@@ -20,7 +20,8 @@ from omegaconf import OmegaConf
 from arches.config import compose
 from arches.errors import UserError
 from arches.registry import family, model_config
-from arches.run import save_checkpoint, update_record, write_config
+from arches.train.record import update_record
+from arches.train.run_folder import save_checkpoint, write_config
 from harness.evaluate import evaluate
 
 BUNDLED = ["corpus_ppl", "corpus_cloze", "corpus_next"]

@@ -39,7 +39,7 @@ def eval_cfg(root: Path, run_dir: Path, *overrides: str):
 @pytest.fixture(scope="module")
 def evaluated(tmp_path_factory) -> tuple[Path, dict[str, Path]]:
     """(root, {preset: run folder}): each trained 4 steps at debug size, then evaluated with 2 samples."""
-    from arches.train import train
+    from arches.train.loop import train
 
     root = tmp_path_factory.mktemp("generations")
     runs = {}

@@ -25,13 +25,6 @@ import yaml
 transformers = pytest.importorskip("transformers")
 
 from conftest import CHOICE_QUESTIONS, tiny_text  # noqa: E402
-
-from arches.cli import main  # noqa: E402
-from arches.core import ModelConfig  # noqa: E402
-from arches.core.positions import t5_relative_buckets  # noqa: E402
-from arches.errors import UserError  # noqa: E402
-from arches.interop import export_hf, import_hf  # noqa: E402
-from arches.run import load_model, read_json  # noqa: E402
 from hf_checkpoints import (  # noqa: E402
     HF_CLASSES,
     PRESETS,
@@ -46,6 +39,13 @@ from hf_checkpoints import (  # noqa: E402
     run_cli,
     save_hf,
 )
+
+from arches.cli import main  # noqa: E402
+from arches.core import ModelConfig  # noqa: E402
+from arches.core.positions import t5_relative_buckets  # noqa: E402
+from arches.errors import UserError  # noqa: E402
+from arches.interop import export_hf, import_hf  # noqa: E402
+from arches.train.run_folder import load_model, read_json  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -110,8 +110,9 @@ def test_padded_inputs_match_too(checkpoints, tmp_path):
 def test_an_arches_trained_model_exports_too(tmp_path):
     # a run of our own (llama preset, arches' tokenizer) -> transformers, same logits
     from arches.registry import family
-    from arches.run import TOKENIZER_FILE, save_checkpoint, update_record
     from arches.data.tokenizer import tokenizer_hash, train_tokenizer
+    from arches.train.record import update_record
+    from arches.train.run_folder import TOKENIZER_FILE, save_checkpoint
 
     tokenizer = train_tokenizer([tiny_text(random.Random(1), 30)], 400)
     arch = {"name": "llama", "family": "decoder", "objective": "lm"}

@@ -21,11 +21,11 @@ import torch
 transformers = pytest.importorskip("transformers")
 
 from conftest import composed, tiny_text  # noqa: E402
+from hf_checkpoints import TOLERANCE, run_cli  # noqa: E402
 
 from arches.config import group_choices  # noqa: E402
 from arches.core import ModelConfig  # noqa: E402
 from arches.interop import ARCHITECTURES, BY_PRESET, NO_EQUIVALENT, export_hf  # noqa: E402
-from hf_checkpoints import TOLERANCE, run_cli  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 VOCAB = 400
@@ -43,8 +43,9 @@ def arches_run(folder: Path, preset: str, tokenizer, change=None, **knobs) -> tu
     """A completed run folder of `preset` (its YAML's knobs, `knobs` on top) with random weights,
     `change(model)` applied before it is saved."""
     from arches.registry import family
-    from arches.run import TOKENIZER_FILE, save_checkpoint, update_record
     from arches.data.tokenizer import tokenizer_hash
+    from arches.train.record import update_record
+    from arches.train.run_folder import TOKENIZER_FILE, save_checkpoint
 
     arch = composed(preset)[0]
     cfg = ModelConfig(**SIZE, **{**arch.pop("model"), **knobs})

@@ -22,10 +22,12 @@ from test_scorers import build_model, requests, tokenizer  # noqa: F401  (the se
 
 from arches.data.tokenizer import tokenizer_hash, train_tokenizer
 from arches.errors import UserError
-from arches.families.scoring import UnsupportedRequest
-from arches.run import TOKENIZER_FILE, save_checkpoint, update_record
+from arches.data.tokenizer import tokenizer_hash, train_tokenizer
+from arches.train.record import update_record
+from arches.train.run_folder import TOKENIZER_FILE, save_checkpoint
 from harness.lm import ArchesLM
 from harness.request_cache import CACHE_FILE, checkpoint_sha256
+from arches.families.scoring import UnsupportedRequest
 
 REPO = Path(__file__).resolve().parents[1]
 TOLERANCE = 1e-5

@@ -220,7 +220,7 @@ def test_evaluation_prints_labelled_lines_without_a_terminal(trained, capsys):
     ],
 )
 def test_a_bad_logging_setting_is_one_line_and_leaves_no_folder(tmp_path, override, message):
-    from arches.train import train
+    from arches.train.loop import train
 
     overrides = ["size=debug", f"results_dir={tmp_path / 'results'}", f"cache_dir={tmp_path / 'cache'}", override]
     if override.startswith(("logger.wandb", "+logger.wandb")):
@@ -237,7 +237,7 @@ def test_an_unknown_logger_names_the_closest():
 
 
 def test_a_missing_tracker_package_is_one_line_before_any_folder(tmp_path, monkeypatch):
-    from arches.train import train
+    from arches.train.loop import train
 
     monkeypatch.setitem(sys.modules, "mlflow", None)  # what an environment without the extra looks like to find_spec
     with pytest.raises(UserError) as raised:
@@ -247,7 +247,7 @@ def test_a_missing_tracker_package_is_one_line_before_any_folder(tmp_path, monke
 
 
 def test_a_tracker_that_cannot_start_is_one_line(trained, tmp_path, monkeypatch):
-    from arches.train import train
+    from arches.train.loop import train
 
     for name in ("WANDB_API_KEY", "WANDB_MODE"):
         monkeypatch.delenv(name, raising=False)

@@ -24,7 +24,8 @@ from omegaconf import OmegaConf
 
 from arches.config import compose
 from arches.registry import family, model_config
-from arches.run import save_checkpoint, update_record, write_config
+from arches.train.record import update_record
+from arches.train.run_folder import save_checkpoint, write_config
 from harness.evaluate import evaluate
 from harness.tasks.pairs import KINDS, task_name
 

@@ -15,7 +15,6 @@ from pathlib import Path
 
 import lightning as L
 import pytest
-import torch
 from conftest import local_corpus
 from fixtures.run_folders import make_run
 
@@ -103,7 +102,7 @@ class CrashAtStep3(L.Callback):
 def trained(tmp_path_factory) -> Path:
     """A debug gpt run that crashed at step 3 (after its step-2 checkpoint), its record made
     to look as if that attempt ran under an older commit, then resumed to completion."""
-    from arches.train import train
+    from arches.train.loop import train
 
     root = tmp_path_factory.mktemp("provenance")
     overrides = [*local_corpus(root), f"results_dir={root / 'results'}", "run_name=gpt", "size=debug",

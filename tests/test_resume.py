@@ -6,7 +6,7 @@
   writing redoes no finished run or evaluation, keeps the evaluation's cached
   requests, and leaves no partial record.
 
-The kill points come from the `ARCHES_TEST_PAUSE_AT` hook (arches.run.pause_point):
+The kill points come from the `ARCHES_TEST_PAUSE_AT` hook (arches.train.run_folder.pause_point):
 the process writes a flag file and sleeps there, so the kill lands where intended.
 """
 
@@ -25,7 +25,7 @@ from pathlib import Path
 import pytest
 from conftest import local_corpus
 
-from arches.run import CHECKPOINT_DIR, LIGHTNING_DIR
+from arches.train.run_folder import CHECKPOINT_DIR, LIGHTNING_DIR
 
 
 @pytest.fixture(scope="module")

@@ -9,13 +9,12 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
 from conftest import local_corpus
 
 from arches.config import compose
-from arches.train import run_name
+from arches.train.resume import run_name
 
 
 @pytest.fixture(scope="module")
@@ -96,7 +95,7 @@ def test_a_paused_run_sees_a_ctrl_c_the_kernel_hands_to_another_thread(tmp_path)
     flag = tmp_path / "paused"
     script = (
         "import signal, threading, time\n"
-        "from arches.run import pause_point\n"
+        "from arches.train.run_folder import pause_point\n"
         "threading.Thread(target=time.sleep, args=(120,), daemon=True).start()\n"
         "signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})\n"
         "pause_point('checkpoint:run:8')\n"

@@ -21,7 +21,7 @@ from conftest import TINY_VOCAB, local_corpus
 
 from arches.config import compose
 from arches.errors import UserError
-from arches.run import (
+from arches.train.run_folder import (
     CHECKPOINT_DIR,
     LIGHTNING_DIR,
     MODEL_FILE,
@@ -46,7 +46,7 @@ def runs(tmp_path_factory) -> dict:
     step-2 training checkpoint (status failed, resumable)."""
     import lightning as L
 
-    from arches.train import train
+    from arches.train.loop import train
 
     root = tmp_path_factory.mktemp("safe")
     base = [*local_corpus(root), f"results_dir={root / 'results'}",
@@ -100,7 +100,7 @@ def test_a_training_checkpoint_holds_only_tensors_and_plain_values(runs):
 
 
 def test_the_checkpoint_loader_refuses_pickled_objects(runs, tmp_path):
-    from arches.train import _atomic_checkpoint_io
+    from arches.train.checkpoints import AtomicCheckpointIO as _atomic_checkpoint_io
 
     hostile = tmp_path / "hostile.ckpt"
     torch.save({"state_dict": {}, "payload": Crash("arbitrary code could run here")}, hostile)
@@ -159,7 +159,7 @@ def test_a_damaged_file_is_one_line_naming_it(runs, tmp_path, damage):
 
 
 def test_a_damaged_training_checkpoint_is_named_not_skipped(runs, tmp_path):
-    from arches.train import train
+    from arches.train.loop import train
 
     run_dir = tmp_path / "crashed"
     shutil.copytree(runs["crashed"], run_dir)
@@ -175,7 +175,7 @@ def test_a_damaged_training_checkpoint_is_named_not_skipped(runs, tmp_path):
 
 
 def test_resuming_into_a_run_of_another_preset_is_refused(runs):
-    from arches.train import train
+    from arches.train.loop import train
 
     before = (runs["crashed"] / "run.json").read_bytes()
     with pytest.raises(UserError) as error:
@@ -186,7 +186,7 @@ def test_resuming_into_a_run_of_another_preset_is_refused(runs):
 
 
 def test_resuming_with_another_vocabulary_is_refused(runs):
-    from arches.train import train
+    from arches.train.loop import train
 
     with pytest.raises(UserError) as error:
         train(compose([*runs["base"], "data.vocab_size=600", "trainer.max_steps=6", "run_name=crashed"]))

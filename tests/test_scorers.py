@@ -12,7 +12,14 @@ import torch
 from conftest import PRESETS, composed, tiny_text
 
 from arches.core import masks
-from arches.families.scoring import ROLLING_SPAN, UnsupportedRequest, rolling_windows, span_windows, word_byte_tables, word_ends
+from arches.families.scoring import (
+    ROLLING_SPAN,
+    UnsupportedRequest,
+    rolling_windows,
+    span_windows,
+    word_byte_tables,
+    word_ends,
+)
 from arches.errors import UserError
 from arches.registry import family, model_config
 from arches.data.tokenizer import Specials, train_tokenizer

@@ -25,7 +25,6 @@ from arches.core import attention, masks
 from arches.core.config import SpeedConfig
 from arches.core.positions import document_position_ids
 from arches.core.stack import IGNORE_INDEX, ChunkedCrossEntropy, Transformer, apply_speed, lm_loss
-from arches.data.tokenizer import Specials
 from arches.errors import UserError
 
 ATOL = 1e-5
@@ -379,7 +378,7 @@ def test_activation_checkpointing_gives_the_same_loss_and_gradients(name: str) -
 
 
 def test_fused_adamw_step_matches_the_foreach_step() -> None:
-    from arches.lit import adamw, fused_adamw
+    from arches.train.lit import adamw, fused_adamw
 
     arch, size = preset("llama")
     model = build(arch, size)
@@ -428,7 +427,8 @@ def test_compiled_model_gives_the_eager_loss_and_gradients(name: str) -> None:
 
 
 def test_train_applies_the_speed_settings() -> None:
-    from arches.train import _speed, compile_wanted
+    from arches.train.fit import apply_speed_settings as _speed
+    from arches.train.fit import compile_wanted
 
     cfg = compose(["arch=glm", "size=debug", "train.loss_chunk_size=64", "train.activation_checkpointing=true"])
     arch = registry.plain(cfg.arch)

@@ -223,7 +223,7 @@ def test_a_format_the_objective_never_saw_is_refused(tokenizer):
 
 @pytest.fixture(scope="module")
 def trained_run(tmp_path_factory):
-    from arches.train import train
+    from arches.train.loop import train
 
     root = tmp_path_factory.mktemp("trained_lengths")
     cfg = compose([*local_corpus(root), f"results_dir={root / 'results'}", "arch=glm", "arch.gmask_ratio=0.0",
@@ -233,7 +233,7 @@ def trained_run(tmp_path_factory):
 
 
 def test_training_records_its_lengths_and_the_adapter_keeps_to_them(trained_run):
-    from arches.run import read_model_file
+    from arches.train.run_folder import read_model_file
     from harness.lm import ArchesLM
 
     meta = read_model_file(trained_run)
@@ -248,7 +248,7 @@ def test_training_records_its_lengths_and_the_adapter_keeps_to_them(trained_run)
 def test_a_checkpoint_without_trained_lengths_warns_naming_the_run(trained_run, tmp_path, caplog):
     import shutil
 
-    from arches.run import read_model_file, write_model_file
+    from arches.train.run_folder import read_model_file, write_model_file
     from harness.lm import ArchesLM
 
     old = tmp_path / "old-run"

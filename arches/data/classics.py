@@ -13,7 +13,7 @@ from pathlib import Path, PurePosixPath
 
 from arches.data.sources import CACHE_VERSION, Document, decode_text, sha256_hex
 from arches.errors import RunFailure, UserError
-from arches.run import file_sha256
+from arches.train.run_folder import file_sha256
 
 
 @dataclass(frozen=True)

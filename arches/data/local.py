@@ -8,7 +8,7 @@ from pathlib import Path
 
 from arches.data.sources import CACHE_VERSION, Document, decode_text, sha256_hex
 from arches.errors import UserError
-from arches.run import file_sha256
+from arches.train.run_folder import file_sha256
 
 LOCAL_SUFFIXES = (".txt", ".jsonl", ".parquet")
 

@@ -45,9 +45,10 @@ def import_hf(source: str, preset: str | None = None, overrides: list[str] | Non
     `tokenizer` a tokenizer.json or a folder with one, for a checkpoint saved without its own."""
     from arches.config import compose, group_choices, to_container
     from arches.core.stack import parameter_counts
+    from arches.registry import family, plain
     from arches.data.tokenizer import tokenizer_hash
-    from arches.registry import plain
-    from arches.run import TOKENIZER_FILE, save_checkpoint, update_record, write_config
+    from arches.train.record import update_record
+    from arches.train.run_folder import TOKENIZER_FILE, save_checkpoint, write_config
 
     folder = resolve_source(source)
     architecture = architecture_of(folder)
@@ -138,7 +139,7 @@ def export_hf(run_dir: str | Path, out_dir: str | Path, hf_class: str | None = N
     """A run folder -> a transformers checkpoint folder (config, safetensors, tokenizer);
     `hf_class` (e.g. GPTNeoXForCausalLM) instead of the preset's class."""
     from arches.data.tokenizer import Specials, load_tokenizer
-    from arches.run import TOKENIZER_FILE, load_model
+    from arches.train.run_folder import TOKENIZER_FILE, load_model
 
     run_dir, out_dir = Path(run_dir), Path(out_dir)
     if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())):

@@ -31,7 +31,7 @@ def write_best(job: Job) -> tuple[dict, Path]:
     """Write the study's best trial as `<results_dir>/tune/<study>.best.yaml`; runs nothing."""
     import optuna
 
-    from arches.run import write_atomic
+    from arches.train.run_folder import write_atomic
 
     default_db = tune_dir(job.cfg.results_dir) / f"{job.study}.db"
     if not job.settings.storage and not default_db.exists():  # opening it would create it

@@ -35,7 +35,7 @@ def launched_rank() -> int:
     """The rank a launcher gave this process before it started (0 when none did): Lightning's
     rerun of the command sets LOCAL_RANK (and NODE_RANK on other machines), torchrun RANK,
     srun SLURM_PROCID."""
-    from arches.train import _env_rank
+    from arches.train.resume import env_rank as _env_rank
 
     return _env_rank() or int(os.environ.get("NODE_RANK") or os.environ.get("GROUP_RANK") or 0)
 
@@ -174,7 +174,7 @@ class Ranks:
         import optuna
 
         from arches.errors import ArchesError
-        from arches.train import train
+        from arches.train.loop import train
 
         self.launch()
         while True:

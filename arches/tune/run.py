@@ -134,8 +134,8 @@ def run_trial(job: Job, study, trial, ranks: Ranks | None) -> float:
     """Sample the trial's values, train its run folder, and return its metric."""
     import optuna
 
-    from arches.run import update_record
-    from arches.train import train
+    from arches.train.record import update_record
+    from arches.train.loop import train
 
     settings = job.settings
     trials_dir = tune_dir(job.cfg.results_dir) / job.study

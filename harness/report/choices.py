@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-TOKENIZER_FILE = "tokenizer.json"  # arches.run.TOKENIZER_FILE: the run's own tokenizer
+TOKENIZER_FILE = "tokenizer.json"  # arches.train.run_folder.TOKENIZER_FILE: the run's own tokenizer
 
 
 class Unavailable(Exception):

@@ -1,10 +1,11 @@
-"""The run folder: one folder per run is the source of truth (write and read).
+"""The run folder: one folder per run is the source of truth (its layout, and writing
+and reading its files; run.json itself is arches.train.record's).
 
 Layout:
     <results_dir>/<run_name>/
       config.yaml                 the resolved Hydra config
-      run.json                    status (running | completed | failed), error, family, preset,
-                                  tokenizer hash, compute accounting, timings, final metrics
+      run.json                    the run's record (arches.train.record.RunRecord): status, error,
+                                  family, preset, tokenizer hash, compute accounting, timings, metrics
       tokenizer.json              the tokenizer the run was trained with
       checkpoint/model.safetensors  weights (written when training completes)
       checkpoint/model.json       family, preset (arch) and ModelConfig: enough to rebuild the model,
@@ -22,22 +23,23 @@ import fnmatch
 import hashlib
 import json
 import os
+import re
 import sys
 import tempfile
 import time
+import zipfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import yaml
 
-from arches.errors import UserError
+from arches.errors import UserError, first_line
 
 if TYPE_CHECKING:  # torch is imported where a model is built or saved: reading records stays light
     from torch import nn
 
     from arches.core import ModelConfig
 
-RUN_RECORD = "run.json"
 CONFIG_FILE = "config.yaml"
 CHECKPOINT_DIR = "checkpoint"
 LIGHTNING_DIR = "lightning"  # under CHECKPOINT_DIR: the periodic training checkpoints
@@ -46,6 +48,7 @@ MODEL_FILE = "model.json"
 TOKENIZER_FILE = "tokenizer.json"
 CONFIG_SEAL = "# arches config sha256="  # the first line of config.yaml: a hash of the rest
 PAUSE_ENV = "ARCHES_TEST_PAUSE_AT"
+CHECKPOINT_NAME = re.compile(r"^step(\d+)\.ckpt$")  # the periodic checkpoints under LIGHTNING_DIR
 
 
 def pause_point(name: str) -> None:
@@ -115,14 +118,6 @@ def read_json(path: Path) -> Any:
         raise UserError(f"{path} is corrupted ({error}); delete the run folder and train it again") from None
 
 
-def update_record(run_dir: Path, /, **fields: Any) -> dict:
-    path = Path(run_dir) / RUN_RECORD
-    record = read_json(path) if path.exists() else {}
-    record.update(fields)
-    write_json(path, record)
-    return record
-
-
 def sha256_text(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
@@ -149,7 +144,7 @@ def read_config(run_dir: Path) -> dict:
     try:
         config = yaml.safe_load(text)
     except yaml.YAMLError as error:
-        raise UserError(f"{path} is corrupted ({str(error).splitlines()[0]}); train the run again") from None
+        raise UserError(f"{path} is corrupted ({first_line(error)}); train the run again") from None
     if not isinstance(config, dict):
         raise UserError(f"{path} is corrupted (not a mapping of config keys); train the run again")
     return config
@@ -288,11 +283,52 @@ def load_model(run_dir: Path, device: str = "cpu") -> tuple[nn.Module, dict]:
         model_cfg = ModelConfig.from_dict(meta["model"])
         model = family(meta["family"]).build(model_cfg, meta["arch"])
     except (UserError, TypeError, ValueError) as error:
-        raise UserError(f"{folder / MODEL_FILE} is corrupted ({str(error).splitlines()[0]}); train the run again") from None
+        raise UserError(f"{folder / MODEL_FILE} is corrupted ({first_line(error)}); train the run again") from None
     try:
         _check_shapes(weights, model, meta)
         load_weights(model, str(weights), strict=True, device=device)
     except (SafetensorError, RuntimeError, OSError) as error:
-        raise UserError(f"{weights} could not be loaded ({str(error).splitlines()[0]}); train the run again") from None
+        raise UserError(f"{weights} could not be loaded ({first_line(error)}); train the run again") from None
     model.eval()
     return model, meta
+
+
+def checkpoints(run_dir: Path) -> list[tuple[int, Path]]:
+    """The run's periodic Lightning checkpoints as (step, path), oldest first."""
+    folder = Path(run_dir) / CHECKPOINT_DIR / LIGHTNING_DIR
+    if not folder.is_dir():
+        return []
+    found = [(int(m[1]), p) for p in folder.iterdir() if (m := CHECKPOINT_NAME.match(p.name))]
+    return sorted(found)
+
+
+def checkpoint_step(path: Path | None) -> int | None:
+    """The optimizer step a periodic checkpoint was saved at (from its name), None for none."""
+    if path is None:
+        return None
+    match = CHECKPOINT_NAME.match(path.name)
+    return int(match[1]) if match else None
+
+
+def latest_checkpoint(run_dir: Path, remove_temps: bool = True) -> Path | None:
+    """The newest periodic checkpoint, checked whole (zip CRCs), after removing the temp
+    files of a killed save. A damaged one is an error naming it, never skipped silently."""
+    folder = Path(run_dir) / CHECKPOINT_DIR / LIGHTNING_DIR
+    if folder.is_dir() and remove_temps:
+        for leftover in folder.glob(".*.tmp"):
+            leftover.unlink(missing_ok=True)
+    found = checkpoints(run_dir)
+    if not found:
+        return None
+    path = found[-1][1]
+    try:
+        with zipfile.ZipFile(path) as archive:
+            bad = archive.testzip()
+    except (zipfile.BadZipFile, OSError, EOFError) as error:
+        bad = str(error) or "unreadable"
+    if bad is not None:
+        raise UserError(
+            f"{path} is truncated or corrupted ({bad}); delete it to resume from an earlier checkpoint, "
+            f"or resume=never to start over"
+        )
+    return path

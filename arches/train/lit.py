@@ -12,8 +12,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from arches.core.stack import IGNORE_INDEX
 from arches.config import auto_switch
+from arches.core.stack import IGNORE_INDEX
 from arches.errors import RunFailure
 
 
