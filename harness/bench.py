@@ -27,16 +27,11 @@ from typing import Any
 import torch
 
 from arches import registry
-from arches.bench import (
-    Settings,
-    benchmark,
-    build_model,
-    has_twin,
-    multiple_choice_set,
-    speed_settings,
-    synthetic_tokenizer,
-    transformers_missing,
-)
+from arches.bench.preset import build_model, speed_settings
+from arches.bench.run import benchmark
+from arches.bench.settings import Settings
+from arches.bench.synthetic import multiple_choice_set, synthetic_tokenizer
+from arches.bench.twin import has_twin, transformers_missing
 from arches.config import compose, expand_grid, group_choices
 from arches.errors import UserError, unknown
 from arches.train.run_folder import write_json

@@ -18,7 +18,8 @@ import pytest
 import torch
 from rich.console import Console
 
-from arches import bench as model_bench
+from arches.bench import run as bench_run
+from arches.bench.settings import Settings
 from arches.config import compose, group_choices
 from arches.errors import UserError
 from harness import bench
@@ -131,7 +132,7 @@ def test_the_table_shows_every_preset_and_ratio(quick) -> None:
 
 
 def test_without_transformers_the_hf_column_is_skipped_with_a_note(tmp_path, monkeypatch) -> None:
-    monkeypatch.setattr(model_bench, "transformers_missing", lambda: "transformers is not installed")
+    monkeypatch.setattr(bench_run, "transformers_missing", lambda: "transformers is not installed")
     monkeypatch.setattr(bench, "transformers_missing", lambda: "transformers is not installed")
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
@@ -205,4 +206,4 @@ def test_a_gpu_device_without_a_gpu_is_refused() -> None:
     if torch.cuda.is_available():
         pytest.skip("a GPU is visible")
     with pytest.raises(UserError, match="no GPU is visible"):
-        model_bench.Settings.from_config(dict(compose(["+bench=default"]).bench, device="cuda"))
+        Settings.from_config(dict(compose(["+bench=default"]).bench, device="cuda"))

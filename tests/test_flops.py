@@ -28,7 +28,7 @@ from conftest import SEQ_LEN, SPECIALS, sections, windows
 from torch.utils.flop_counter import FlopCounterMode
 
 from arches import registry
-from arches.bench import _cpu_attention_formulas
+from arches.bench.measure import _cpu_attention_formulas
 from arches.config import group_choices
 from arches.core.flops import TRAINING_MULTIPLIER
 from arches.core.stack import IGNORE_INDEX
@@ -110,7 +110,7 @@ def test_flops_per_token_counts_what_the_forward_computes(case: str) -> None:
             total, attention = measured_forward_flops(model, batch)
             assert attention > 0, (
                 f"{case}: torch's flop counter saw no attention FLOPs; the SDPA kernel this torch runs on a CPU "
-                "is missing from its table (see arches.bench._cpu_attention_formulas)"
+                "is missing from its table (see arches.bench.measure._cpu_attention_formulas)"
             )
             by_shape[shape] = total
         per_window.append(TRAINING_MULTIPLIER * by_shape[shape] / SEQ_LEN)
