@@ -14,6 +14,7 @@ from omegaconf import DictConfig, OmegaConf
 from arches.core import ModelConfig
 from arches.core.config import SIZE_KEYS
 from arches.errors import UserError, unknown
+from arches.families.objective import ArchConfig
 from arches.families.spec import FamilySpec
 
 # One line per family: name -> module exporting SPEC.
@@ -46,7 +47,8 @@ def sweeps_preset(name: Any) -> str | None:
 
 
 def model_config(arch: Any, size: Any, vocab_size: int, seq_len: int | None = None) -> ModelConfig:
-    """The ModelConfig of a preset at a size, checked against its family and window."""
+    """The ModelConfig of a preset at a size, checked against its family and window (and
+    the preset's `arch` section against its family: `ArchConfig`)."""
     arch, size = plain(arch), plain(size)
     spec = family(arch.get("family", ""))
     values = {k: v for k, v in size.items() if k in SIZE_KEYS and v is not None}
@@ -66,11 +68,7 @@ def model_config(arch: Any, size: Any, vocab_size: int, seq_len: int | None = No
             f"model.position={cfg.position} means nothing for the {spec.name} family; "
             f"choose one of: {', '.join(spec.positions)}"
         )
-    objective = arch.get("objective")
-    if objective not in spec.objectives:
-        raise UserError(
-            f"arch.objective={objective!r} is not a {spec.name} objective; choose one of: {', '.join(spec.objectives)}"
-        )
+    ArchConfig.of(arch)  # the objective and its settings, checked against the family
     if seq_len is not None:
         needed = spec.input_len(arch, seq_len)
         if cfg.max_len < needed:

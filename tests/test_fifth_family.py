@@ -21,6 +21,7 @@ import json
 import shutil
 import sys
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -35,6 +36,7 @@ from arches.core.flops import TRAINING_MULTIPLIER, head_flops, stack_forward_flo
 from arches.core.stack import IGNORE_INDEX, init_weights
 from arches.errors import UserError
 from arches.families.noise import batch_rng
+from arches.families.objective import ArchConfig
 from arches.families.scoring import (
     BaseScorer,
     GreedyStops,
@@ -82,19 +84,26 @@ class TailLM(nn.Module):
         return self.head.logits_and_loss(hidden, batch["labels"], labelled_only=True)
 
 
-def check_arch(arch: dict) -> None:
-    if not 0 < arch.get("tail", 0.5) <= 1:
-        raise UserError(f"arch.tail={arch.get('tail')!r} must be in (0, 1]")
+@dataclass(frozen=True)
+class TailArch(ArchConfig):
+    """The family's own `arch` key, beside the ones every preset may set."""
+
+    tail: float = 0.5  # the share of each window whose next tokens are predicted
+
+
+def check_arch(settings: TailArch) -> None:
+    if not 0 < settings.tail <= 1:
+        raise UserError(f"arch.tail={settings.tail!r} must be in (0, 1]")
 
 
 def build(cfg: ModelConfig, arch: dict) -> TailLM:
-    check_arch(arch)
+    TailArch.of(arch)  # checked before a model is built
     return TailLM(cfg)
 
 
 def collate(arch: dict, specials: Specials, seq_len: int, seed: int = 0, vocab_size: int | None = None) -> Callable:
     """Next-token prediction on the tokens after a random cut in each window's last `tail` share."""
-    check_arch(arch)
+    tail = TailArch.of(arch).tail
     stream = np.random.default_rng(seed)
 
     def tail_lm(windows: list[dict]) -> dict:
@@ -102,7 +111,7 @@ def collate(arch: dict, specials: Specials, seq_len: int, seed: int = 0, vocab_s
         tokens = torch.stack([w["tokens"] for w in windows])  # (B, T)
         inputs, labels = tokens[:, :-1], tokens[:, 1:].clone()
         length = inputs.shape[1]
-        first = max(1, int(length * (1 - arch.get("tail", 0.5))))
+        first = max(1, int(length * (1 - tail)))
         cut = torch.as_tensor(rng.integers(first, length, size=len(windows)))
         labels[torch.arange(length)[None, :] < cut[:, None]] = IGNORE_INDEX
         return {"input_ids": inputs, "labels": labels}
@@ -115,7 +124,7 @@ def input_len(arch: dict, seq_len: int) -> int:
 
 
 def flops_per_token(cfg: ModelConfig, arch: dict, seq_len: int) -> float:
-    labelled = (seq_len - 1) * arch.get("tail", 0.5) / 2  # about half the tail, on average
+    labelled = (seq_len - 1) * TailArch.of(arch).tail / 2  # about half the tail, on average
     return TRAINING_MULTIPLIER * (stack_forward_flops(cfg, seq_len - 1) + labelled * head_flops(cfg)) / seq_len
 
 
@@ -167,6 +176,8 @@ SPEC = FamilySpec(
     input_len=input_len,
     flops_per_token=flops_per_token,
     objectives=OBJECTIVES,
+    arch_config=TailArch,
+    check_arch=check_arch,
     positions=("learned", "rope", "alibi", "none"),
     scorer=scorer,
     formats=FORMATS,

@@ -33,6 +33,7 @@ from arches.families.noise import (
     span_corrupt,
     span_corrupted_lengths,
 )
+from arches.families.objective import ArchConfig
 from arches.families.scoring import (
     ROLLING_SPAN,
     BaseScorer,
@@ -76,11 +77,9 @@ class DecoderLM(nn.Module):
         return self.head.logits_and_loss(hidden, batch["labels"], labelled_only="prefix_len" in batch)
 
 
-def check_arch(arch: dict) -> None:
-    objective = arch.get("objective", "lm")
-    if objective not in OBJECTIVES:
-        raise UserError(f"arch.objective={objective!r} is not a decoder objective; choose one of: {', '.join(OBJECTIVES)}")
-    if arch.get("prefix_lm") and objective == "lm":
+def check_arch(settings: ArchConfig) -> None:
+    """The decoder's rule on its `arch` section (ArchConfig checks the rest)."""
+    if settings.prefix_lm and settings.objective == "lm":
         raise UserError(
             "arch.prefix_lm=true with arch.objective=lm means nothing: full LM has no prefix; "
             "use arch.objective=prefix_lm (ND:PLM) or span_corruption (ND:MLM)"
@@ -88,19 +87,17 @@ def check_arch(arch: dict) -> None:
 
 
 def build(cfg: ModelConfig, arch: dict) -> DecoderLM:
-    check_arch(arch)
-    return DecoderLM(cfg, non_causal_prefix=bool(arch.get("prefix_lm", False)))
+    return DecoderLM(cfg, non_causal_prefix=ArchConfig.of(arch).prefix_lm)
 
 
 def collate(
     arch: dict, specials: Specials, seq_len: int, seed: int = 0, vocab_size: int | None = None
 ) -> Callable[[list[dict]], dict]:
     """The decoder objectives over fixed windows of `seq_len` tokens."""
-    check_arch(arch)
-    objective = arch.get("objective", "lm")
+    settings = ArchConfig.of(arch)
     # one generator per batch, from (seed, window indices): see batch_rng
     stream = np.random.default_rng(seed)
-    with_documents = bool(arch.get("document_mask", False))
+    with_documents = settings.document_mask
 
     def full_lm(windows: list[dict]) -> dict:
         tokens = torch.stack([w["tokens"] for w in windows])  # (B, T)
@@ -129,9 +126,7 @@ def collate(
         sequences, labels, prefix_lens = [], [], []
         for window in windows:
             tokens = window["tokens"].numpy()
-            noise = random_spans_noise_mask(
-                rng, len(tokens), arch.get("noise_density", 0.15), arch.get("mean_span_length", 3.0)
-            )
+            noise = random_spans_noise_mask(rng, len(tokens), settings.noise_density, settings.mean_span_length)
             inputs, targets = span_corrupt(tokens, noise, specials.sentinels, specials.eos)
             sequence = np.concatenate([inputs, targets])
             label = np.full(len(sequence), IGNORE_INDEX, dtype=np.int64)
@@ -145,13 +140,14 @@ def collate(
             "prefix_len": torch.tensor(prefix_lens, dtype=torch.long),
         }
 
-    return {"lm": full_lm, "prefix_lm": prefix_lm, "span_corruption": concatenated_span_corruption}[objective]
+    return {"lm": full_lm, "prefix_lm": prefix_lm, "span_corruption": concatenated_span_corruption}[settings.objective]
 
 
 def input_len(arch: dict, seq_len: int) -> int:
-    if arch.get("objective", "lm") == "span_corruption":
-        check_sentinel_capacity(arch, seq_len)
-        inputs, targets = span_corrupted_lengths(arch, seq_len)
+    settings = ArchConfig.of(arch)
+    if settings.objective == "span_corruption":
+        check_sentinel_capacity(settings, seq_len)
+        inputs, targets = span_corrupted_lengths(settings, seq_len)
         return inputs + targets - 1  # the two concatenated, minus the shift
     return seq_len - 1
 
@@ -160,9 +156,10 @@ def trained_lengths(arch: dict, seq_len: int) -> dict[str, int]:
     """`input`: the longest input row; with span corruption also `target`, the
     concatenated targets' length (sentinels, spans and eos), which is all a blank in
     the sentinel format may hold."""
-    lengths = {"input": input_len(arch, seq_len)}
-    if arch.get("objective", "lm") == "span_corruption":
-        lengths["target"] = span_corrupted_lengths(arch, seq_len)[1]
+    settings = ArchConfig.of(arch)
+    lengths = {"input": input_len(settings, seq_len)}
+    if settings.objective == "span_corruption":
+        lengths["target"] = span_corrupted_lengths(settings, seq_len)[1]
     return lengths
 
 
@@ -170,11 +167,11 @@ def flops_per_token(cfg: ModelConfig, arch: dict, seq_len: int) -> float:
     """Training FLOPs per window token (arches.core.flops): every input position runs the
     whole stack; the head runs on every position under full LM, and only on the
     labelled ones under the prefix objectives (DecoderLM.forward)."""
-    length = input_len(arch, seq_len)
-    objective = arch.get("objective", "lm")
-    if objective == "span_corruption":
-        labelled = span_corrupted_lengths(arch, seq_len)[1]  # the targets
-    elif objective == "prefix_lm":
+    settings = ArchConfig.of(arch)
+    length = input_len(settings, seq_len)
+    if settings.objective == "span_corruption":
+        labelled = span_corrupted_lengths(settings, seq_len)[1]  # the targets
+    elif settings.objective == "prefix_lm":
         # a split p uniform in [1, length - 1] leaves length - p + 1 positions labelled (collate)
         labelled = expected(lambda prefix_len: length - prefix_len + 1, range(1, length))
     else:
@@ -302,9 +299,10 @@ class DecoderScorer(BaseScorer):
 
 def default_format(arch: dict) -> str:
     """The format a checkpoint's objective trained it for."""
-    if arch.get("objective", "lm") == "span_corruption":
+    settings = ArchConfig.of(arch)
+    if settings.objective == "span_corruption":
         return "sentinel"
-    return "prefix_lm" if arch.get("prefix_lm") else "causal"
+    return "prefix_lm" if settings.prefix_lm else "causal"
 
 
 def scorer(model: DecoderLM, tokenizer, arch: dict, trained: dict | None = None, **options) -> DecoderScorer:
@@ -313,15 +311,16 @@ def scorer(model: DecoderLM, tokenizer, arch: dict, trained: dict | None = None,
     (tokens predicted per rolling window, 0 for whole windows; default ROLLING_SPAN
     in the sentinel format, whose blanks are T5's short spans)."""
     check_options("decoder", options, SCORER_OPTIONS)
-    chosen = choose_format("decoder", options.get("format"), default_format(arch), SCORING_FORMATS)
+    settings = ArchConfig.of(arch)
+    chosen = choose_format("decoder", options.get("format"), default_format(settings), SCORING_FORMATS)
     if chosen == "prefix_lm" and not model.non_causal_prefix:
         raise UserError("format=prefix_lm needs a non-causal decoder (arch.prefix_lm: true); this one is causal: use format=causal")
-    if chosen == "sentinel" and arch.get("objective", "lm") != "span_corruption":
+    if chosen == "sentinel" and settings.objective != "span_corruption":
         raise UserError(
-            f"format=sentinel asks a decoder trained with arch.objective={arch.get('objective', 'lm')} to fill a "
-            f"T5 sentinel blank it never saw; use format={default_format(arch)} (its objective's format)"
+            f"format=sentinel asks a decoder trained with arch.objective={settings.objective} to fill a "
+            f"T5 sentinel blank it never saw; use format={default_format(settings)} (its objective's format)"
         )
-    if chosen == "sentinel" and not Specials.from_tokenizer(tokenizer, arch.get("special_tokens")).sentinels:
+    if chosen == "sentinel" and not Specials.from_tokenizer(tokenizer, settings.special_tokens).sentinels:
         raise UserError("format=sentinel needs sentinel tokens (<extra_id_0>), which this tokenizer lacks")
     span = options.get("span", ROLLING_SPAN if chosen == "sentinel" else None)
     return DecoderScorer(model, tokenizer, arch, chosen, options.get("stride"), span, trained)
@@ -352,6 +351,7 @@ SPEC = FamilySpec(
     input_len=input_len,
     flops_per_token=flops_per_token,
     objectives=OBJECTIVES,
+    check_arch=check_arch,
     scorer=scorer,
     trained_lengths=trained_lengths,
     formats=SCORING_FORMATS,

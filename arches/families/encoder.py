@@ -19,6 +19,7 @@ from arches.core.stack import IGNORE_INDEX, init_weights
 from arches.data.tokenizer import SPECIAL_ROLES, SPECIAL_TOKENS, Specials
 from arches.errors import UserError
 from arches.families.noise import batch_rng
+from arches.families.objective import ArchConfig
 from arches.families.scoring import (
     BaseScorer,
     TokenPair,
@@ -55,17 +56,15 @@ class EncoderMLM(nn.Module):
         return self.head.logits_and_loss(hidden, batch["labels"], labelled_only=True)
 
 
-def check_arch(arch: dict) -> None:
-    objective = arch.get("objective", "mlm")
-    if objective not in OBJECTIVES:
-        raise UserError(f"arch.objective={objective!r} is not an encoder objective; choose one of: {', '.join(OBJECTIVES)}")
-    rate = arch.get("mask_rate", 0.15)
-    if not 0.0 < rate < 1.0:
-        raise UserError(f"arch.mask_rate={rate} must be in (0, 1)")
+def check_arch(settings: ArchConfig) -> None:
+    """The encoder's rule on its `arch` section (ArchConfig checks the rest): MLM masks some
+    positions and keeps some as context (GLM's mask_rate may reach 1)."""
+    if not 0.0 < settings.mask_rate < 1.0:
+        raise UserError(f"arch.mask_rate={settings.mask_rate} must be in (0, 1)")
 
 
 def build(cfg: ModelConfig, arch: dict) -> EncoderMLM:
-    check_arch(arch)
+    ArchConfig.of(arch)  # checked before a model is built
     return EncoderMLM(cfg)
 
 
@@ -102,11 +101,11 @@ def mask_tokens(
 
 
 def collate(arch: dict, specials: Specials, seq_len: int, seed: int = 0, vocab_size: int | None = None) -> Callable:
-    check_arch(arch)
+    settings = ArchConfig.of(arch)
     # one generator per batch, from (seed, window indices): see batch_rng
     stream = np.random.default_rng(seed)
-    mask_rate = arch.get("mask_rate", 0.15)
-    with_documents = bool(arch.get("document_mask", False))
+    mask_rate = settings.mask_rate
+    with_documents = settings.document_mask
 
     def masked_lm(windows: list[dict]) -> dict:
         rng = batch_rng(seed, windows, stream)
@@ -135,7 +134,7 @@ def flops_per_token(cfg: ModelConfig, arch: dict, seq_len: int) -> float:
     stack; only the chosen positions run the MLM head (EncoderMLM.forward), as many as
     `mask_tokens` chooses in a window of ordinary tokens (one holding special tokens,
     <eos> between packed documents, has a few fewer)."""
-    chosen = min(seq_len, max(1, round(arch.get("mask_rate", 0.15) * seq_len)))
+    chosen = min(seq_len, max(1, round(ArchConfig.of(arch).mask_rate * seq_len)))
     forward = stack_forward_flops(cfg, seq_len) + chosen * head_flops(cfg)
     return TRAINING_MULTIPLIER * forward / seq_len
 
@@ -237,6 +236,7 @@ SPEC = FamilySpec(
     input_len=input_len,
     flops_per_token=flops_per_token,
     objectives=OBJECTIVES,
+    check_arch=check_arch,
     scorer=scorer,
     trained_lengths=trained_lengths,
     formats=SCORING_FORMATS,

@@ -36,6 +36,7 @@ from arches.families.noise import (
     span_corrupt,
     span_corrupted_lengths,
 )
+from arches.families.objective import ArchConfig
 from arches.families.scoring import (
     ROLLING_SPAN,
     BaseScorer,
@@ -82,18 +83,14 @@ class EncoderDecoderLM(nn.Module):
         return self.head.logits_and_loss(hidden, batch["labels"])
 
 
-def check_arch(arch: dict) -> None:
-    objective = arch.get("objective", "span_corruption")
-    if objective not in OBJECTIVES:
-        raise UserError(
-            f"arch.objective={objective!r} is not an encoder_decoder objective; choose one of: {', '.join(OBJECTIVES)}"
-        )
-    if arch.get("prefix_lm"):
+def check_arch(settings: ArchConfig) -> None:
+    """The encoder_decoder's rule on its `arch` section (ArchConfig checks the rest)."""
+    if settings.prefix_lm:
         raise UserError("arch.prefix_lm applies to decoders; an encoder_decoder is always bidirectional over its input")
 
 
 def build(cfg: ModelConfig, arch: dict) -> EncoderDecoderLM:
-    check_arch(arch)
+    ArchConfig.of(arch)  # checked before a model is built
     return EncoderDecoderLM(cfg)
 
 
@@ -114,8 +111,7 @@ def seq2seq_batch(pairs: list[tuple[np.ndarray, np.ndarray]], specials: Specials
 
 
 def collate(arch: dict, specials: Specials, seq_len: int, seed: int = 0, vocab_size: int | None = None) -> Callable:
-    check_arch(arch)
-    objective = arch.get("objective", "span_corruption")
+    settings = ArchConfig.of(arch)
     # one generator per batch, from (seed, window indices): see batch_rng
     stream = np.random.default_rng(seed)
 
@@ -124,9 +120,7 @@ def collate(arch: dict, specials: Specials, seq_len: int, seed: int = 0, vocab_s
         pairs = []
         for window in windows:
             tokens = window["tokens"].numpy()
-            noise = random_spans_noise_mask(
-                rng, len(tokens), arch.get("noise_density", 0.15), arch.get("mean_span_length", 3.0)
-            )
+            noise = random_spans_noise_mask(rng, len(tokens), settings.noise_density, settings.mean_span_length)
             pairs.append(span_corrupt(tokens, noise, specials.sentinels, specials.eos))
         return seq2seq_batch(pairs, specials)
 
@@ -139,12 +133,13 @@ def collate(arch: dict, specials: Specials, seq_len: int, seed: int = 0, vocab_s
             pairs.append((tokens[:split], tokens[split:]))
         return seq2seq_batch(pairs, specials)
 
-    return {"span_corruption": span_corruption, "prefix_lm": prefix_lm}[objective]
+    return {"span_corruption": span_corruption, "prefix_lm": prefix_lm}[settings.objective]
 
 
 def input_len(arch: dict, seq_len: int) -> int:
-    if arch.get("objective", "span_corruption") == "span_corruption":
-        check_sentinel_capacity(arch, seq_len)
+    settings = ArchConfig.of(arch)
+    if settings.objective == "span_corruption":
+        check_sentinel_capacity(settings, seq_len)
     return seq_len + 1  # the longest encoder input (or target) of a window, with eos
 
 
@@ -152,8 +147,9 @@ def trained_lengths(arch: dict, seq_len: int) -> dict[str, int]:
     """`input`: the longest encoder input; `target`: the longest decoder input. Span
     corruption's are fixed (the corrupted window with eos; sentinels, spans and eos);
     the prefix LM's split leaves at least one token on each side."""
-    if arch.get("objective", "span_corruption") == "span_corruption":
-        inputs, targets = span_corrupted_lengths(arch, seq_len)
+    settings = ArchConfig.of(arch)
+    if settings.objective == "span_corruption":
+        inputs, targets = span_corrupted_lengths(settings, seq_len)
         return {"input": inputs, "target": targets}
     return {"input": seq_len - 1, "target": seq_len - 1}
 
@@ -169,8 +165,9 @@ def flops_per_token(cfg: ModelConfig, arch: dict, seq_len: int) -> float:
         decoder = stack_forward_flops(cfg, decoder_len, cross_attended=encoder_len) + decoder_len * head_flops(cfg)
         return encoder + decoder
 
-    if arch.get("objective", "span_corruption") == "span_corruption":
-        mean = forward(*span_corrupted_lengths(arch, seq_len))  # each with its eos
+    settings = ArchConfig.of(arch)
+    if settings.objective == "span_corruption":
+        mean = forward(*span_corrupted_lengths(settings, seq_len))  # each with its eos
     else:
         # the first `split` tokens go to the encoder, the rest to the decoder (collate)
         mean = expected(lambda split: forward(split, seq_len - split), range(1, seq_len))
@@ -277,11 +274,12 @@ def scorer(model: EncoderDecoderLM, tokenizer, arch: dict, trained: dict | None 
     with t5_sentinel: a span-corruption model fills short blanks, mean 3 tokens in
     T5 §3.3, and is asked for short ones when it scores running text)."""
     check_options("encoder_decoder", options, SCORER_OPTIONS)
-    default = "t5_sentinel" if arch.get("objective", "span_corruption") == "span_corruption" else "plain"
+    objective = ArchConfig.of(arch).objective
+    default = "t5_sentinel" if objective == "span_corruption" else "plain"
     chosen = choose_format("encoder_decoder", options.get("format"), default, SCORING_FORMATS)
     if chosen == "t5_sentinel" and default != "t5_sentinel":
         raise UserError(
-            f"format=t5_sentinel asks an encoder_decoder trained with arch.objective={arch.get('objective')} to fill "
+            f"format=t5_sentinel asks an encoder_decoder trained with arch.objective={objective} to fill "
             f"a sentinel blank it never saw; use format={default} (its objective's format)"
         )
     span = options.get("span", ROLLING_SPAN if chosen == "t5_sentinel" else None)
@@ -323,6 +321,7 @@ SPEC = FamilySpec(
     input_len=input_len,
     flops_per_token=flops_per_token,
     objectives=OBJECTIVES,
+    check_arch=check_arch,
     scorer=scorer,
     trained_lengths=trained_lengths,
     formats=SCORING_FORMATS,

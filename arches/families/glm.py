@@ -30,6 +30,7 @@ from arches.core.stack import IGNORE_INDEX, init_weights
 from arches.data.tokenizer import Specials
 from arches.errors import UserError
 from arches.families.noise import batch_rng, pad_labels, pad_stack
+from arches.families.objective import ArchConfig
 from arches.families.scoring import (
     ROLLING_SPAN,
     BaseScorer,
@@ -141,27 +142,22 @@ def blank_infill(
     )
 
 
-def check_arch(arch: dict) -> None:
-    objective = arch.get("objective", "blank_infilling")
-    if objective not in OBJECTIVES:
-        raise UserError(f"arch.objective={objective!r} is not a glm objective; choose one of: {', '.join(OBJECTIVES)}")
-    if not 0.0 <= arch.get("gmask_ratio", 0.0) <= 1.0:
-        raise UserError(f"arch.gmask_ratio={arch.get('gmask_ratio')} must be in [0, 1]")
-    if arch.get("prefix_lm"):
+def check_arch(settings: ArchConfig) -> None:
+    """GLM's rule on its `arch` section (ArchConfig checks the rest)."""
+    if settings.prefix_lm:
         raise UserError("arch.prefix_lm applies to decoders; GLM's Part A is always bidirectional")
 
 
 def build(cfg: ModelConfig, arch: dict) -> GLM:
-    check_arch(arch)
+    ArchConfig.of(arch)  # checked before a model is built
     return GLM(cfg)
 
 
 def collate(arch: dict, specials: Specials, seq_len: int, seed: int = 0, vocab_size: int | None = None) -> Callable:
-    check_arch(arch)
+    settings = ArchConfig.of(arch)
     # one generator per batch, from (seed, window indices): see batch_rng
     stream = np.random.default_rng(seed)
-    mask_rate, poisson_lambda = arch.get("mask_rate", 0.15), arch.get("poisson_lambda", 3.0)
-    gmask_ratio = arch.get("gmask_ratio", 0.0)
+    mask_rate, poisson_lambda, gmask_ratio = settings.mask_rate, settings.poisson_lambda, settings.gmask_ratio
 
     def blank_infilling(windows: list[dict]) -> dict:
         rng = batch_rng(seed, windows, stream)
@@ -207,9 +203,10 @@ def longest_trained_span(arch: dict, seq_len: int) -> int:
     its spans: lengths are max(1, Poisson(λ)), cut to the masked budget."""
     from scipy.stats import poisson
 
-    budget = max(1, round(arch.get("mask_rate", 0.15) * seq_len))
+    settings = ArchConfig.of(arch)
+    budget = max(1, round(settings.mask_rate * seq_len))
     length = 1
-    while length < budget and poisson.sf(length, arch.get("poisson_lambda", 3.0)) >= TRAINED_SPAN_SHARE:
+    while length < budget and poisson.sf(length, settings.poisson_lambda) >= TRAINED_SPAN_SHARE:
         length += 1  # sf(k) = P(X > k) = P(X >= k + 1)
     return length
 
@@ -220,7 +217,7 @@ def trained_lengths(arch: dict, seq_len: int) -> dict[str, int]:
     windows (`gmask_ratio` > 0), `gmask_span` and `gmask_input`: the longest
     document-level span and the longest Part A beside it."""
     lengths = {"input": seq_len, "mask_span": longest_trained_span(arch, seq_len)}
-    if arch.get("gmask_ratio", 0.0) > 0:
+    if ArchConfig.of(arch).gmask_ratio > 0:
         lengths["gmask_span"] = seq_len - 1
         lengths["gmask_input"] = seq_len - math.ceil(seq_len / 2) + 1
     return lengths
@@ -263,10 +260,11 @@ def flops_per_token(cfg: ModelConfig, arch: dict, seq_len: int) -> float:
     def forward(spans: int, masked: int) -> float:
         return stack_forward_flops(cfg, seq_len + 2 * spans) + (masked + spans) * head_flops(cfg)
 
-    gmask_ratio = arch.get("gmask_ratio", 0.0)
+    settings = ArchConfig.of(arch)
+    gmask_ratio = settings.gmask_ratio
     mean = 0.0
     if gmask_ratio < 1:
-        probabilities = span_count_probabilities(seq_len, arch.get("mask_rate", 0.15), arch.get("poisson_lambda", 3.0))
+        probabilities = span_count_probabilities(seq_len, settings.mask_rate, settings.poisson_lambda)
         budget = len(probabilities) - 1  # the spans always mask exactly the budget
         mean += (1 - gmask_ratio) * expected(lambda spans: forward(spans, budget), range(budget + 1), probabilities)
     if gmask_ratio > 0:
@@ -398,7 +396,7 @@ class GLMScorer(BaseScorer):
 
 
 def trains_gmask(arch: dict, trained: dict | None) -> bool:
-    return "gmask_span" in trained if trained else arch.get("gmask_ratio", 0.0) > 0
+    return "gmask_span" in trained if trained else ArchConfig.of(arch).gmask_ratio > 0
 
 
 def scorer(model: GLM, tokenizer, arch: dict, trained: dict | None = None, **options) -> GLMScorer:
@@ -413,7 +411,7 @@ def scorer(model: GLM, tokenizer, arch: dict, trained: dict | None = None, **opt
     if chosen == "gmask" and not trains_gmask(arch, trained):
         raise UserError(
             f"format=gmask asks a GLM trained without [gMASK] windows (arch.gmask_ratio="
-            f"{arch.get('gmask_ratio', 0.0)}) for a document-level blank it never saw; use format=mask"
+            f"{ArchConfig.of(arch).gmask_ratio}) for a document-level blank it never saw; use format=mask"
         )
     span = options.get("span", ROLLING_SPAN if chosen == "mask" else None)
     return GLMScorer(model, tokenizer, arch, chosen, options.get("stride"), span, trained)
@@ -426,6 +424,7 @@ SPEC = FamilySpec(
     input_len=input_len,
     flops_per_token=flops_per_token,
     objectives=OBJECTIVES,
+    check_arch=check_arch,
     positions=("glm2d",),
     scorer=scorer,
     trained_lengths=trained_lengths,

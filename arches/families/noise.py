@@ -3,12 +3,15 @@ batch padding. (The objectives themselves live in the family files.)"""
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import torch
 
 from arches.core.stack import IGNORE_INDEX
 from arches.data.tokenizer import SENTINEL_COUNT
 from arches.errors import UserError
+from arches.families.objective import ArchConfig
 
 
 def random_segmentation(rng: np.random.Generator, num_items: int, num_segments: int) -> np.ndarray:
@@ -27,7 +30,7 @@ def random_spans_noise_mask(
     """A boolean mask of noise positions: about `noise_density * length` tokens in
     spans of mean length `mean_span_length`, alternating with kept runs, starting
     with a kept run (T5's span corruption)."""
-    num_noise, num_spans = span_counts({"noise_density": noise_density, "mean_span_length": mean_span_length}, length)
+    num_noise, num_spans = noise_span_counts(length, noise_density, mean_span_length)
     noise_lengths = random_segmentation(rng, num_noise, num_spans)
     kept_lengths = random_segmentation(rng, length - num_noise, num_spans)
     interleaved = np.stack([kept_lengths, noise_lengths], axis=1).reshape(-1)
@@ -70,15 +73,20 @@ def pad_labels(sequences: list[np.ndarray | list[int]], length: int | None = Non
     return pad_stack(sequences, IGNORE_INDEX, length)
 
 
-def span_counts(arch: dict, length: int) -> tuple[int, int]:
+def span_counts(arch: Any, length: int) -> tuple[int, int]:
     """Noise tokens and spans that `random_spans_noise_mask` makes of `length` tokens
     with the preset's `noise_density` and `mean_span_length`."""
-    num_noise = int(np.clip(round(length * arch.get("noise_density", 0.15)), 1, length - 1))
-    num_spans = max(1, min(round(num_noise / arch.get("mean_span_length", 3.0)), num_noise, length - num_noise))
+    settings = ArchConfig.of(arch)
+    return noise_span_counts(length, settings.noise_density, settings.mean_span_length)
+
+
+def noise_span_counts(length: int, noise_density: float, mean_span_length: float) -> tuple[int, int]:
+    num_noise = int(np.clip(round(length * noise_density), 1, length - 1))
+    num_spans = max(1, min(round(num_noise / mean_span_length), num_noise, length - num_noise))
     return num_noise, num_spans
 
 
-def span_corrupted_lengths(arch: dict, length: int) -> tuple[int, int]:
+def span_corrupted_lengths(arch: Any, length: int) -> tuple[int, int]:
     """The lengths `span_corrupt` gives a window of `length` tokens: (inputs, the kept
     tokens and a sentinel per span, then eos; targets, a sentinel and its span per
     span, then eos). They are fixed: the noise and span counts are."""
@@ -86,21 +94,22 @@ def span_corrupted_lengths(arch: dict, length: int) -> tuple[int, int]:
     return length - noise + spans + 1, noise + spans + 1
 
 
-def check_sentinel_capacity(arch: dict, seq_len: int, sentinels: int = SENTINEL_COUNT) -> None:
+def check_sentinel_capacity(arch: Any, seq_len: int, sentinels: int = SENTINEL_COUNT) -> None:
     """Span corruption gives each noise span of a window its own sentinel (T5 §3.1.4):
     refuse, when the config is composed, a window that makes more spans than the
     tokenizer has sentinels, naming the longest data.seq_len that fits."""
-    _, spans = span_counts(arch, seq_len)
+    settings = ArchConfig.of(arch)
+    _, spans = span_counts(settings, seq_len)
     if spans <= sentinels:
         return
     # the span count never falls as the window grows: bisect for the longest that fits
     fits, too_long = 2, seq_len
     while too_long - fits > 1:
         middle = (fits + too_long) // 2
-        fits, too_long = (middle, too_long) if span_counts(arch, middle)[1] <= sentinels else (fits, middle)
+        fits, too_long = (middle, too_long) if span_counts(settings, middle)[1] <= sentinels else (fits, middle)
     raise UserError(
-        f"arch.noise_density={arch.get('noise_density', 0.15)} and arch.mean_span_length="
-        f"{arch.get('mean_span_length', 3.0)} over data.seq_len={seq_len} make {spans} noise spans, but the "
+        f"arch.noise_density={settings.noise_density} and arch.mean_span_length="
+        f"{settings.mean_span_length} over data.seq_len={seq_len} make {spans} noise spans, but the "
         f"tokenizer has {sentinels} sentinels; lower data.seq_len (at most {fits} here) or raise arch.mean_span_length"
     )
 

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from arches.core.config import ModelConfig
+from arches.families.objective import ArchConfig
 
 if TYPE_CHECKING:
     from torch import nn
@@ -76,7 +77,11 @@ class FamilySpec:
       windows feeds the model (`input` always; a family adds its own, e.g. an
       encoder-decoder's `target`): recorded in model.json, and no scorer exceeds them.
     - `flops_per_token(model_cfg, arch, seq_len)` -> analytic training FLOPs per window token.
-    - `objectives`: the objective names this family accepts; `positions` the allowed positions.
+    - `objectives`: the objective names this family accepts, its default first; `positions`
+      the allowed positions.
+    - `arch_config`: the typed `arch` section (arches.families.objective), a subclass where
+      the family reads keys of its own; `check_arch(settings)` the family's own rule on it
+      (e.g. prefix_lm means nothing with objective=lm), run by `ArchConfig.of`.
 
     Scoring (lm-eval, `arches.families.scoring`):
     - `scorer(model, tokenizer, arch, **options)` -> a Scorer for lm-eval.
@@ -109,6 +114,8 @@ class FamilySpec:
     input_len: Callable[[dict, int], int]
     flops_per_token: Callable[[ModelConfig, dict, int], float]
     objectives: tuple[str, ...]
+    arch_config: type[ArchConfig] = ArchConfig
+    check_arch: Callable[[ArchConfig], None] | None = None
     positions: tuple[str, ...] = ("learned", "rope", "alibi", "none", "t5_relative")
     scorer: Callable[..., Any] | None = None
     trained_lengths: Callable[[dict, int], dict[str, int]] = lambda arch, seq_len: {"input": seq_len}
