@@ -76,7 +76,7 @@ def special_ids(specials: Specials) -> np.ndarray:
 
 
 def mask_tokens(
-    tokens: np.ndarray, rng: np.random.Generator, specials: Specials, vocab_size: int, mask_rate: float = 0.15
+    tokens: np.ndarray, rng: np.random.Generator, specials: Specials, vocab_size: int, mask_rate: float
 ) -> tuple[np.ndarray, np.ndarray]:
     """BERT's corruption of one sequence: (corrupted inputs, labels with IGNORE_INDEX
     where no loss is taken). Only positions holding ordinary tokens are chosen, exactly
