@@ -196,13 +196,14 @@ def write_run_folder(folder: Path, model, arch: dict, tokenizer) -> Path:
     """The smallest run folder ArchesLM and export-hf accept: weights, model.json,
     tokenizer.json and a run.json recording the tokenizer's hash."""
     from arches.data.tokenizer import tokenizer_hash
-    from arches.train.record import RUN_RECORD
+    from arches.train.record import RunRecord, write_record
     from arches.train.run_folder import TOKENIZER_FILE, save_checkpoint
 
     folder.mkdir(parents=True)
     tokenizer.save(str(folder / TOKENIZER_FILE))
-    write_json(folder / RUN_RECORD, {"status": "completed", "family": arch["family"], "preset": arch.get("name"),
-                                     "tokenizer_hash": tokenizer_hash(tokenizer), "note": "written by arches bench"})  # fmt: skip
+    record = RunRecord(status="completed", family=arch["family"], preset=arch.get("name"),
+                       tokenizer_hash=tokenizer_hash(tokenizer), extra={"note": "written by arches bench"})  # fmt: skip
+    write_record(folder, record)
     # the bench's random weights stand for a model trained on its whole context, as hf assumes
     save_checkpoint(folder, model, arch["family"], arch, model.cfg, {"input": model.cfg.max_len})
     return folder
