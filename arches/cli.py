@@ -41,13 +41,13 @@ arches <command> [overrides] --cfg job: the composed config as YAML, nothing run
 
 
 # command -> (module, function), in the order of USAGE
-DATA_COMMANDS = {"prepare": ("arches.data.command", "prepare_command"), "bigbench": ("harness.bigbench", "bigbench_command")}
+DATA_COMMANDS = {"prepare": ("arches.data.command", "prepare_command"), "bigbench": ("harness.bigbench.command", "bigbench_command")}
 COMMANDS = {
     "list": ("arches.listing", "list_command"),
     "train": ("arches.train.command", "train_command"),
     "tune": ("arches.tune.command", "tune_command"),
-    "eval": ("harness.evaluate", "eval_command"),
-    "lm-eval": ("harness.lm", "lm_eval_command"),
+    "eval": ("harness.eval.command", "eval_command"),
+    "lm-eval": ("harness.lm.command", "lm_eval_command"),
     "compare": ("harness.compare", "compare_command"),
     "report": ("harness.report", "report_command"),
     "import-hf": ("arches.interop", "import_command"),

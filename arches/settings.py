@@ -161,8 +161,8 @@ EVAL = {
     "device": Text("cuda:0", pattern=r"auto|cpu|mps|cuda(:\d+)?", what="auto, cpu, cuda, cuda:<index> or mps"),
     "seed": _count(0, "1234"),
     "bootstrap_iters": _count(0, "1000"),
-    "alternative_formats": Flag(),  # 0-shot multiple choice again in the other format (harness/alternatives.py)
-    "generations": _count(0, "3"),  # held-out prompts continued greedily after the scores (harness/generations.py)
+    "alternative_formats": Flag(),  # 0-shot multiple choice again in the other format (harness/eval/alternatives.py)
+    "generations": _count(0, "3"),  # held-out prompts continued greedily after the scores (harness/eval/generations.py)
     "corpus": {
         "max_examples": _count(1, "500"),
         "fewshot_pool": _count(0, "100"),

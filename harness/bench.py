@@ -246,7 +246,7 @@ def lm_eval_comparison(settings: Settings, arch: dict, size: dict) -> dict:
     import lm_eval
     from lm_eval.tasks import TaskManager
 
-    import harness.lm  # noqa: F401  (registers the `arches` model)
+    import harness.lm.model  # noqa: F401  (registers the `arches` model)
     from arches.interop import export_hf
 
     tokenizer = synthetic_tokenizer(settings)

@@ -7,7 +7,7 @@ record says `completed`; an evaluation counts as done when the record lists its 
 count under `compared_shots` (written only after lm-eval finished and the scores were
 recorded). A run left `running` (or `failed`) by a killed process continues from its
 last training checkpoint (`arches.train`, resume=auto), and an evaluation killed midway
-reuses the requests it had already scored (harness.lm's cache).
+reuses the requests it had already scored (harness.lm.cache).
 """
 
 from __future__ import annotations
@@ -168,7 +168,7 @@ def unigram_baseline(cfg: DictConfig) -> dict:
     (bits per byte as lm-eval computes it: the passages' nats / ln 2 / their UTF-8
     bytes), so it sits beside the runs' corpus_ppl bits_per_byte like for like."""
     from arches.data.cache import prepare
-    from harness.eval_settings import eval_settings
+    from harness.eval.settings import eval_settings
     from harness.tasks.build import TaskDataSpec, task_data_for_config
     from harness.tasks.loader import load_corpus_task
 
@@ -204,7 +204,7 @@ def compare(overrides: list[str]) -> Path:
     from arches.train.loop import train
     from arches.train.record import update_record
     from arches.train.run_folder import read_json, write_json
-    from harness.evaluate import evaluate
+    from harness.eval.command import evaluate
     from harness.report import write_report
 
     console = Console(stderr=True)

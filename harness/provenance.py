@@ -27,7 +27,7 @@ NAMES_SHOWN = 6  # runs named per group before "and N more"
 
 def evaluation_provenance(model, batch_size: Any) -> dict:
     """What scored: the code and libraries, the device and dtype of `model` (a
-    harness.lm.ArchesLM) and its batch size (asked for, and used where `auto` chose it)."""
+    harness.lm.model.ArchesLM) and its batch size (asked for, and used where `auto` chose it)."""
     weights = next(model.model.parameters()).device
     used = batch_size if isinstance(batch_size, int) else model.batch_sizes.get(0)  # what `auto` chose
     return {

@@ -102,11 +102,9 @@ def _fake_bigbench(cache_dir: Path, work: Path) -> None:
     tests' small fake archive, converted into the tour's cache by the same code."""
     from test_bigbench import HYPERBATON, fake_archive
 
-    from harness.bigbench import spec_from_config, tasks_dir
-    from harness.bigbench_convert import convert_archive
-
     from arches.config import compose
-    from harness.bigbench import convert_archive, spec_from_config, tasks_dir
+    from harness.bigbench.command import spec_from_config, tasks_dir
+    from harness.bigbench.convert import convert_archive
 
     archive = fake_archive(work / "bigbench-1.0.0.tar.gz", {"hyperbaton": HYPERBATON})
     convert_archive(archive, tasks_dir(cache_dir), ["hyperbaton"], spec_from_config(compose([])))

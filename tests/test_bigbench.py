@@ -15,9 +15,9 @@ import numpy as np
 import pytest
 
 from arches.errors import UserError
-from harness.bigbench import ensure_bigbench
-from harness.bigbench_archive import ARCHIVE_NAME
-from harness.bigbench_convert import ConvertSpec, convert_archive
+from harness.bigbench.archive import ARCHIVE_NAME
+from harness.bigbench.command import ensure_bigbench
+from harness.bigbench.convert import ConvertSpec, convert_archive
 
 HYPERBATON = {
     "name": "hyperbaton",

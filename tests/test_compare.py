@@ -63,7 +63,7 @@ def test_experiment_composes_and_each_variant_trains_one_step(experiment, tmp_pa
 
 def compare_cmd(tmp_path: Path, *extra: str) -> list[str]:
     # 128-token windows: the corpus_next lines (up to ~80 tokens at vocab 512) must fit the
-    # trained window, since a continuation longer than it is refused (harness.lm)
+    # trained window, since a continuation longer than it is refused (harness.lm.model)
     return [sys.executable, "-m", "arches.cli", "compare", "experiment=families", "quick=true",
             *local_overrides(tmp_path), "data.seq_len=128", *extra]
 

@@ -33,7 +33,7 @@ def base(tmp_path_factory) -> list[str]:
 
 def test_same_seed_same_losses_and_same_eval_scores(base):
     from arches.train.loop import train
-    from harness.evaluate import evaluate
+    from harness.eval.command import evaluate
 
     threads = torch.get_num_threads()
     torch.set_num_threads(1)

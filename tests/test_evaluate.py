@@ -22,7 +22,7 @@ from arches.errors import UserError
 from arches.registry import family, model_config
 from arches.train.record import update_record
 from arches.train.run_folder import save_checkpoint, write_config
-from harness.evaluate import evaluate
+from harness.eval.command import evaluate
 
 BUNDLED = ["corpus_ppl", "corpus_cloze", "corpus_next"]
 
@@ -65,7 +65,7 @@ def test_evaluate_writes_scores_files_and_record(run):
     assert set(outcome["evals"]) == expected
     record = json.loads((run / "run.json").read_text())
     assert set(record["evals"]) == expected | {"earlier|0"}  # merged with what was there
-    from harness.lm import ArchesLM
+    from harness.lm.model import ArchesLM
 
     scoring_format = ArchesLM(run=str(run)).scoring_format
     for key in expected:

@@ -214,7 +214,7 @@ def test_a_fifth_family_trains_is_scored_benchmarked_and_reported(fifth) -> None
     from arches.config import compose, group_choices
     from arches.train.loop import train
     from harness import bench
-    from harness.evaluate import evaluate
+    from harness.eval.command import evaluate
     from harness.report import write_report
 
     assert NAME in group_choices("arch")

@@ -1,5 +1,5 @@
 """Samples (issue 16, item 8): after its evaluation a run greedily continues held-out prompts
-(harness/generations.py), the same prompts for every family, T5 through its sentinel; the
+(harness/eval/generations.py), the same prompts for every family, T5 through its sentinel; the
 report shows them side by side (harness/report/samples.py) and names a run without them.
 
 Two real debug runs (gpt and t5) trained for a few steps by the real Trainer on the tiny
@@ -17,8 +17,8 @@ from conftest import local_corpus
 
 from arches.config import compose
 from arches.errors import UserError
-from harness.evaluate import evaluate
-from harness.generations import (
+from harness.eval.command import evaluate
+from harness.eval.generations import (
     GENERATIONS_FILE,
     MAX_NEW_TOKENS,
     PROMPT_WORDS,
@@ -78,8 +78,8 @@ def test_each_family_continues_the_same_held_out_prompts_in_its_format(evaluated
 
 
 def test_a_second_evaluation_reuses_the_samples_and_another_count_replaces_them(evaluated):
-    from harness.eval_settings import _corpus_config, _run_folder
-    from harness.lm import ArchesLM
+    from harness.eval.settings import _corpus_config, _run_folder
+    from harness.lm.model import ArchesLM
 
     root, runs = evaluated
     path = runs["gpt"] / "eval" / GENERATIONS_FILE
@@ -102,8 +102,8 @@ def test_t5_fills_its_sentinel_blank_within_its_trained_target_length(evaluated)
     """With every weight drawn from N(0, 0.05) (norms from N(1, 0.05)), off what 4 steps taught,
     T5 writes tokens into the blank after the prompt; asked for MAX_NEW_TOKENS it writes what it
     writes when asked for its trained target length, which is shorter."""
-    from harness.generations import continue_prompts
-    from harness.lm import ArchesLM
+    from harness.eval.generations import continue_prompts
+    from harness.lm.model import ArchesLM
 
     _, runs = evaluated
     lm = ArchesLM(run=str(runs["t5"]), device="cpu", cache=False)
@@ -154,7 +154,7 @@ def test_a_masked_lm_says_it_does_not_generate_and_prompts_are_a_function_of_cor
     from arches.data.cache import prepare
     from arches.data.tokenizer import load_tokenizer
     from arches.registry import family, model_config
-    from harness.generations import continue_prompts, held_out_prompts
+    from harness.eval.generations import continue_prompts, held_out_prompts
     from harness.report.samples import samples_blocks
 
     root, _ = evaluated

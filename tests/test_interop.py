@@ -170,7 +170,7 @@ def test_scores_through_arches_equal_lm_evals_hf_backend(name, model_args, check
     pytest.importorskip("accelerate")  # lm-eval's hf backend imports it
     from lm_eval.models.huggingface import HFLM
 
-    from harness.lm import ArchesLM
+    from harness.lm.model import ArchesLM
 
     folder, _ = checkpoints[name]
     run = import_hf(str(folder), overrides=[f"results_dir={tmp_path}"])
@@ -199,7 +199,7 @@ def test_a_checkpoint_without_a_tokenizer_is_refused_unless_one_is_given(tmp_pat
     "an empty continuation cannot be scored"."""
     from lm_eval.api.instance import Instance
 
-    from harness.lm import ArchesLM
+    from harness.lm.model import ArchesLM
 
     folder, results = tmp_path / "gpt2", tmp_path / "results"
     save_hf(folder, "gpt2", tokenizer=False)

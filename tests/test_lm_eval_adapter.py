@@ -1,4 +1,4 @@
-"""`harness.lm.ArchesLM` with the real lm-eval: run folders built here, a tiny local
+"""`harness.lm.model.ArchesLM` with the real lm-eval: run folders built here, a tiny local
 multiple-choice task, few-shot prompts as lm-eval builds them, the request cache
 keyed by checkpoint content, and lm-eval's own CLI through `arches lm-eval`."""
 
@@ -22,12 +22,11 @@ from test_scorers import build_model, requests, tokenizer  # noqa: F401  (the se
 
 from arches.data.tokenizer import tokenizer_hash, train_tokenizer
 from arches.errors import UserError
-from arches.data.tokenizer import tokenizer_hash, train_tokenizer
+from arches.families.scoring import UnsupportedRequest
 from arches.train.record import update_record
 from arches.train.run_folder import TOKENIZER_FILE, save_checkpoint
-from harness.lm import ArchesLM
-from harness.request_cache import CACHE_FILE, checkpoint_sha256
-from arches.families.scoring import UnsupportedRequest
+from harness.lm.cache import CACHE_FILE, checkpoint_sha256
+from harness.lm.model import ArchesLM
 
 REPO = Path(__file__).resolve().parents[1]
 TOLERANCE = 1e-5

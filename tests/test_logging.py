@@ -190,7 +190,7 @@ def test_mlflow_run_holds_the_logged_metrics_and_the_config(trained):
 def test_evaluation_prints_labelled_lines_without_a_terminal(trained, capsys):
     from lm_eval.api.instance import Instance
 
-    from harness.lm import ArchesLM
+    from harness.lm.model import ArchesLM
 
     lm = ArchesLM(run=trained["run_dir"], batch_size=2, cache=False)
     pairs = [("The old king", " walked"), ("A young sailor", " spoke"), ("The queen", " wept"),
@@ -264,7 +264,7 @@ def test_a_tracker_that_cannot_start_is_one_line(trained, tmp_path, monkeypatch)
 
 
 def test_arches_eval_without_a_terminal_prints_labelled_lines_and_no_bars(trained, capfd):
-    from harness.evaluate import evaluate
+    from harness.eval.command import evaluate
 
     cfg = compose([*trained["data"], f"run={trained['run_dir']}", "eval=quick", "eval.tasks=[corpus_cloze]",
                    "eval.limit=3", "eval.bootstrap_iters=0"])  # fmt: skip

@@ -26,7 +26,7 @@ from arches.config import compose
 from arches.registry import family, model_config
 from arches.train.record import update_record
 from arches.train.run_folder import save_checkpoint, write_config
-from harness.evaluate import evaluate
+from harness.eval.command import evaluate
 from harness.tasks.pairs import KINDS, task_name
 
 SEQ_LEN = 64  # the windows the runs "trained" on (trained_lengths in model.json): T5 targets of 14 tokens
@@ -118,24 +118,24 @@ def root(tmp_path_factory) -> Path:
 def evaluated(root):
     """Every preset's run folder, evaluated on corpus_pairs by `arches eval` (in process):
     {preset: (run folder, outcome)}, and the position ids each model was asked for."""
-    import harness.lm
+    import harness.lm.model
 
     ids = TableIds()
-    real_load = harness.lm.load_model
+    real_load = harness.lm.model.load_model
 
     def load_and_watch(run_dir, **kwargs):
         model, meta = real_load(run_dir, **kwargs)
         ids.watch(Path(run_dir).name, model)
         return model, meta
 
-    harness.lm.load_model = load_and_watch
+    harness.lm.model.load_model = load_and_watch
     try:
         out = {}
         for preset in PRESETS:
             run = make_run(root, preset)
             out[preset] = run, evaluate(compose([f"run={run}", f"cache_dir={root / 'cache'}", *EVAL]))
     finally:
-        harness.lm.load_model = real_load
+        harness.lm.model.load_model = real_load
     return out, ids
 
 
@@ -187,7 +187,7 @@ def test_the_blank_formats_score_long_lines_as_successive_trained_blanks(evaluat
 
 
 def test_an_empty_context_is_the_blank_alone_in_the_blank_formats(evaluated):
-    from harness.lm import ArchesLM
+    from harness.lm.model import ArchesLM
 
     outcomes, _ = evaluated
     expected = {"gpt": "eos", "prefix_lm": "eos", "bert": "eos", "t5": "none", "glm": "none"}
@@ -355,7 +355,7 @@ def test_the_encoder_pll_matches_bert_for_masked_lm(root, evaluated, capsys):
     transformers = pytest.importorskip("transformers")
     from hf_checkpoints import run_cli
 
-    from harness.lm import ArchesLM
+    from harness.lm.model import ArchesLM
 
     run, exported = make_run(root, "bert", spread=0.2), root / "bert-hf"
     assert run_cli(["export-hf", str(run), str(exported)], capsys)[0] == 0
@@ -419,8 +419,8 @@ def test_blimp_tasks_run_through_the_arches_model_offline(evaluated, tmp_path):
     import lm_eval
     from lm_eval.tasks import TaskManager
 
-    from harness.eval_records import record_entries, write_results
-    from harness.lm import ArchesLM
+    from harness.eval.records import record_entries, write_results
+    from harness.lm.model import ArchesLM
 
     outcomes, _ = evaluated
     run = outcomes["gpt"][0]

@@ -149,7 +149,7 @@ def test_attempts_under_the_same_provenance_keep_no_history():
 
 
 def test_evaluation_records_what_scored_and_n_per_score(trained):
-    from harness.evaluate import evaluate
+    from harness.eval.command import evaluate
 
     cache = next(arg for arg in local_corpus(trained.parents[1]) if arg.startswith("cache_dir="))
     evaluate(compose([f"run={trained}", cache, "eval=quick", "eval.tasks=[corpus_cloze]", "eval.limit=2",

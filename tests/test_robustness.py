@@ -176,7 +176,7 @@ def bert_run(root) -> Path:
 
 def _evaluate(run: Path, *overrides: str) -> dict:
     from arches.config import compose
-    from harness.evaluate import evaluate
+    from harness.eval.command import evaluate
 
     cache = run.parent.parent / "cache"  # make_preset_run: <root>/results/bert beside <root>/cache
     return evaluate(compose([f"run={run}", f"cache_dir={cache}", "eval=quick", "eval.tasks=[pairs_swap]",

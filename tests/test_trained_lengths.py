@@ -234,7 +234,7 @@ def trained_run(tmp_path_factory):
 
 def test_training_records_its_lengths_and_the_adapter_keeps_to_them(trained_run):
     from arches.train.run_folder import read_model_file
-    from harness.lm import ArchesLM
+    from harness.lm.model import ArchesLM
 
     meta = read_model_file(trained_run)
     assert meta["trained_lengths"] == family("glm").trained_lengths(meta["arch"], 32)
@@ -249,14 +249,14 @@ def test_a_checkpoint_without_trained_lengths_warns_naming_the_run(trained_run, 
     import shutil
 
     from arches.train.run_folder import read_model_file, write_model_file
-    from harness.lm import ArchesLM
+    from harness.lm.model import ArchesLM
 
     old = tmp_path / "old-run"
     shutil.copytree(trained_run, old)
     meta = read_model_file(old)
     del meta["trained_lengths"], meta["sha256"]
     write_model_file(old, meta)
-    with caplog.at_level(logging.WARNING, logger="harness.lm"):
+    with caplog.at_level(logging.WARNING, logger="harness.lm.model"):
         lm = ArchesLM(run=str(old), cache=False)
     assert any(str(old) in r.getMessage() and "trained_lengths" in r.getMessage() for r in caplog.records)
     assert lm.scorer.max_len == 512  # the old behaviour, as the warning says

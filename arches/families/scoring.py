@@ -1,5 +1,5 @@
 """What every family's scorer shares: the `Scorer` contract that lm-eval's adapter
-(`harness.lm.ArchesLM`) calls, tokenizing requests the way lm-eval does, left
+(`harness.lm.model.ArchesLM`) calls, tokenizing requests the way lm-eval does, left
 truncation, rolling windows, batching, and greedy stopping.
 
 Conventions, the same in every family:

@@ -52,7 +52,7 @@ def hf_specials(tokenizer: Any, config: Any) -> dict:
 @dataclass(frozen=True)
 class AlternativeFormat:
     """A scoring format asked beside a checkpoint's default one (`eval.alternative_formats`,
-    harness/alternatives.py), and the report's ranking-robustness rule comparing the two."""
+    harness/eval/alternatives.py), and the report's ranking-robustness rule comparing the two."""
 
     default: str  # the checkpoint's default format
     alternative: str  # the one scored beside it

@@ -88,7 +88,7 @@ class RunRecord:
     tokenizer_from: str | None = None
     hf_architecture: str | None = None
     tokenizer_kind: str | None = None
-    # evaluation and comparison (harness.evaluate, harness.alternatives, harness.compare)
+    # evaluation and comparison (harness.eval.command, harness.eval.alternatives, harness.compare)
     evals: dict | None = None
     alternatives: dict | None = None
     compared_shots: list[int] | None = None

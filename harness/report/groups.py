@@ -2,7 +2,7 @@
 
 A group is what lm-eval aggregates over tasks: the minimal pairs' `corpus_pairs` (one task
 per perturbation kind, harness/tasks/pairs.py), BLiMP's `blimp`. Its record
-(harness/eval_records.py) holds lm-eval's unweighted mean over its tasks and their names;
+(harness/eval/records.py) holds lm-eval's unweighted mean over its tasks and their names;
 the tasks are rows of the Scores table too, and here they sit beside the mean, with their
 ties (a tie scores half and is counted apart: harness/tasks/pairs_metrics.py) and chance.
 

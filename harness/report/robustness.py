@@ -10,7 +10,7 @@ averaged over its seeds. Each rule computes that ranking twice:
       2024 and 2025 evaluation pipelines disagree on exactly this;
   acc vs acc_norm  lm-eval's per-character normalisation (Gao et al., lm-evaluation-harness);
   PLL-word-l2r vs PLL  the encoder (Kauf & Ivanova 2023 against Salazar et al. 2020), and
-  T5 sentinel vs plain, GLM [MASK] vs [gMASK]: the other format's pass of harness/alternatives.py.
+  T5 sentinel vs plain, GLM [MASK] vs [gMASK]: the other format's pass of harness/eval/alternatives.py.
 
 Where two variants' order reverses, their difference is tested under each rule
 (harness.statistics.compare on the per-example outcomes, paired by (task, doc_id), Holm over the
@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from harness.alternatives import RECORD_KEY
+from harness.eval.alternatives import RECORD_KEY
 from harness.report.choices import Choices, Unavailable, accuracy, target_delimiter
 from harness.report.formatting import MISSING, p_text, sig3
 from harness.report.scores import Comparer, primary_metric

@@ -74,7 +74,7 @@ def flops_matching(runs: list[dict]) -> str | None:
 
 
 def scoring_formats(run: dict) -> str:
-    """The format(s) the run's recorded scores were computed in (harness/evaluate.py records one per entry)."""
+    """The format(s) the run's recorded scores were computed in (harness/eval/command.py records one per entry)."""
     return ", ".join(sorted({str(e["format"]) for e in run["evals"].values() if e.get("format")})) or MISSING
 
 

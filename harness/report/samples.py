@@ -1,7 +1,7 @@
 """The report's Samples section: each variant's greedy continuation of the same held-out prompts.
 
 What a model writes is the first thing a reader looks at; the scores say how much to trust the
-impression. The continuations are those `harness.generations` wrote into `<run>/eval/generations.json`
+impression. The continuations are those `harness.eval.generations` wrote into `<run>/eval/generations.json`
 after the run's evaluation: one row per prompt, one column per variant (its first seed with samples).
 """
 
@@ -12,7 +12,7 @@ from typing import Any
 
 import pandas as pd
 
-from harness.generations import GENERATIONS_FILE, read_generations
+from harness.eval.generations import GENERATIONS_FILE, read_generations
 from harness.report.formatting import MISSING
 
 LINE_BREAK = "⏎"  # a table cell is one line: a newline in a prompt or a continuation shows as this mark

@@ -179,7 +179,7 @@ def ensure_pairs_data(entry: Path, documents: Callable[[], tuple[list[Doc], list
     """The pairs folder of a corpus cache entry, each kind of `spec.kinds` built from
     `documents()` -> (test, val, train) if missing. A kind with no pairs is a UserError
     and nothing is written, and a kind with fewer than max_pairs is one line on stderr;
-    with `empty_ok` (harness.pairs_eval, which reports both itself), a kind with no pairs
+    with `empty_ok` (harness.eval.pairs, which reports both itself), a kind with no pairs
     is written empty, so the group can run without it, and nothing is printed."""
     root = pairs_folder(entry, spec)
     missing = [kind for kind in spec.kinds if not (root / kind / MANIFEST).is_file()]

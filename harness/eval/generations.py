@@ -29,7 +29,7 @@ from typing import Any
 
 from omegaconf import DictConfig
 
-from harness.eval_records import EVAL_DIR
+from harness.eval.records import EVAL_DIR
 
 GENERATIONS_FILE = "generations.json"
 PROMPT_WORDS = 12  # about one line of verse or half a sentence of prose
@@ -124,7 +124,7 @@ def read_generations(run_dir: Path | str) -> dict | None:
 
 
 def write_generations(run_dir: Path | str, model: Any, corpus_cfg: DictConfig, cfg: DictConfig) -> Path | None:
-    """Continue `eval.generations` held-out prompts with `model` (a harness.lm.ArchesLM) and write
+    """Continue `eval.generations` held-out prompts with `model` (a harness.lm.model.ArchesLM) and write
     `<run>/eval/generations.json` atomically; its path, or None when eval.generations is 0."""
     from arches.data.cache import prepare
     from arches.train.run_folder import write_atomic

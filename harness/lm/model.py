@@ -7,7 +7,7 @@ family's `SPEC.scorer` (arches/families/scoring.py). Results are cached in
 `<run>/eval/cache.sqlite`, keyed by the checkpoint's content hash *and* the request,
 so a re-run or a resumed evaluation is fast and one model's scores are never served
 to another (lm-eval's own `--use_cache` keys on the request alone: lm-eval issue #4063;
-harness/request_cache.py).
+harness/lm/cache.py).
 
     lm_eval.simple_evaluate(model="arches", model_args="run=results/...,batch_size=16", ...)
     arches lm-eval --model arches --model_args run=results/... --tasks ... (lm-eval's own CLI)
@@ -31,10 +31,9 @@ from lm_eval.models.utils import Collator, normalize_gen_kwargs
 from arches.data.tokenizer import load_tokenizer, tokenizer_hash
 from arches.errors import RunFailure, UserError
 from arches.progress import request_progress, task_label
-from arches.data.tokenizer import load_tokenizer, tokenizer_hash
 from arches.train.record import RUN_RECORD, read_record
 from arches.train.run_folder import CHECKPOINT_DIR, MODEL_FILE, TOKENIZER_FILE, WEIGHTS_FILE, load_model, pause_point
-from harness.request_cache import CACHE_FILE, RequestCache, checkpoint_sha256
+from harness.lm.cache import CACHE_FILE, RequestCache, checkpoint_sha256
 
 log = logging.getLogger(__name__)
 
@@ -332,10 +331,3 @@ class ArchesLM(LM):
         if kind == "loglikelihood":
             return [tuple(r) for r in results]
         return results
-
-
-def lm_eval_command(argv: list[str]) -> int:
-    """`arches lm-eval ...`: lm-eval's own CLI with `arches` registered (harness.lm_eval_cli)."""
-    from harness.lm_eval_cli import lm_eval_command as command
-
-    return command(argv)

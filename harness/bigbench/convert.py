@@ -25,11 +25,11 @@ from typing import Any
 import yaml
 
 from arches.errors import UserError, unknown
-from harness.bigbench_archive import BIGBENCH_TASKS, REQUIREMENT, TASKS_ROOT, read_task_files
+from harness.bigbench.archive import BIGBENCH_TASKS, REQUIREMENT, TASKS_ROOT, read_task_files
 
 # Bump when a change here changes what a converted task holds.
 CONVERT_VERSION = 1
-LOADER = Path(__file__).resolve().parent / "tasks" / "loader.py"
+LOADER = Path(__file__).resolve().parents[1] / "tasks" / "loader.py"  # harness/tasks/, copied beside each task
 MANIFEST = "manifest.json"
 
 

@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from arches.errors import UserError
-from harness.eval_records import EVAL_DIR, record_entries, scored_pass, write_results
+from harness.eval.records import EVAL_DIR, record_entries, scored_pass, write_results
 
 RECORD_KEY = "alternatives"  # run.json's key, beside `evals`
 FOLDER = f"{EVAL_DIR}/alternatives"

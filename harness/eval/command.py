@@ -2,7 +2,7 @@
 
     arches eval run=<run folder> eval.tasks=[corpus_cloze,corpus_next,hyperbaton] eval.num_fewshot=[0,5]
 
-The model is rebuilt from the run's checkpoint by `harness.lm.ArchesLM` and the
+The model is rebuilt from the run's checkpoint by `harness.lm.model.ArchesLM` and the
 corpus tasks from the run's own `config.yaml` (never from this command line).
 Tasks come from three places, all run by lm-eval's `simple_evaluate`:
 
@@ -10,7 +10,7 @@ Tasks come from three places, all run by lm-eval's `simple_evaluate`:
   corpus_next), whose data is built once per corpus from its held-out documents
   into `<corpus cache entry>/tasks/<key>/` and handed to their loader through
   lm-eval's task metadata (`arches_task_data`), and the minimal pairs (the group
-  corpus_pairs and its pairs_<kind> tasks, harness/pairs_eval.py), likewise;
+  corpus_pairs and its pairs_<kind> tasks, harness/eval/pairs.py), likewise;
 - BIG-bench tasks converted by `arches data bigbench` into `<cache_dir>/bigbench/tasks/`;
 - lm-eval's own tasks by name (hellaswag, piqa, BLiMP's blimp_*, ...), unchanged,
   where the Hugging Face Hub is reachable.
@@ -20,11 +20,11 @@ Each shot count is one `simple_evaluate` with fixed seeds; its results JSON and
 per-task samples (with each example's doc_id and metric values, for a paired
 bootstrap later) go to `<run>/eval/`, and the run's record (`run.json`, key
 `evals`, "{task}|{shots}", a group's aggregate included) is updated once, only after
-every shot count succeeded (harness/eval_records.py). Rolling perplexity, and a task
+every shot count succeeded (harness/eval/records.py). Rolling perplexity, and a task
 whose YAML fixes its shot count (BLiMP's and the minimal pairs' `num_fewshot: 0`),
 are scored at that count only, never again under another.
-The settings and the run folder are read by harness/eval_settings.py, the tasks found and
-checked by harness/eval_tasks.py; this module runs them and records the scores.
+The settings and the run folder are read by harness/eval/settings.py, the tasks found and
+checked by harness/eval/tasks.py; this module runs them and records the scores.
 Bad input (no checkpoint, a tokenizer hash mismatch, an unknown or empty task,
 more shots than a task's few-shot split holds) is one line and changes nothing.
 """
@@ -42,10 +42,10 @@ from pathlib import Path
 from omegaconf import DictConfig
 
 from arches.errors import UserError
-from harness.alternatives import alternatives_record, score_alternatives
-from harness.eval_records import EVAL_DIR, record_entries, scored_pass, write_results  # what one simple_evaluate leaves
-from harness.eval_settings import _corpus_config, _run_folder, eval_settings
-from harness.eval_tasks import check_tasks, load_tasks, resolve_tasks, zero_shot_only
+from harness.eval.alternatives import alternatives_record, score_alternatives
+from harness.eval.records import EVAL_DIR, record_entries, scored_pass, write_results  # what one simple_evaluate leaves
+from harness.eval.settings import _corpus_config, _run_folder, eval_settings
+from harness.eval.tasks import check_tasks, load_tasks, resolve_tasks, zero_shot_only
 
 
 def _quiet_git_hash() -> str | None:
@@ -116,7 +116,7 @@ def evaluate(cfg: DictConfig) -> dict:
         # a name at k > 0 shots only where one of its tasks takes few-shot examples: never scored twice at 0
         takes_shots = {name for name, leaves in members.items() if not all(zero_shot_only(tasks[t]) for t in leaves)}
 
-        from harness.lm import ArchesLM
+        from harness.lm.model import ArchesLM
 
         model = ArchesLM(run=str(run_dir), batch_size=settings["batch_size"], device=settings["device"])
         entries: dict[str, dict] = {}
@@ -127,9 +127,9 @@ def evaluate(cfg: DictConfig) -> dict:
             results, common = scored_pass(model, names, shots, settings, resolved["manager"])
             files = write_results(run_dir, shots, results)
             entries.update(record_entries(results, shots, files, common))
-        # the 0-shot multiple-choice tasks again in the family's other format, recorded apart (harness/alternatives.py)
+        # the 0-shot multiple-choice tasks again in the family's other format, recorded apart (harness/eval/alternatives.py)
         alternatives, alternative_notes = score_alternatives(cfg, settings, run_dir, model, resolved, tasks, members)
-        from harness.generations import write_generations
+        from harness.eval.generations import write_generations
 
         write_generations(run_dir, model, corpus_cfg, cfg)  # eval.generations held-out prompts, greedily continued
 

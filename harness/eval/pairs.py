@@ -68,7 +68,7 @@ def group_folder(folder: Path, kinds: list[str]) -> Path:
 
     bundled = yaml.safe_load((TASKS_DIR / f"{GROUP}.yaml").read_text(encoding="utf-8"))
     config = {**bundled, "task": [task_name(kind) for kind in kinds]}
-    text = (f"# Written by `arches eval` (harness/pairs_eval.py): {GROUP} over the kinds "
+    text = (f"# Written by `arches eval` (harness/eval/pairs.py): {GROUP} over the kinds "
             f"{', '.join(kinds)}, replacing the bundled group's list of all four.\n"
             + yaml.safe_dump(config, sort_keys=False))  # fmt: skip
     out = Path(folder) / GROUPS_DIR / "+".join(kinds)

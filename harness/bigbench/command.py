@@ -2,9 +2,9 @@
 
 BIG-bench (Srivastava et al. 2022) is real benchmark data that PyPI carries in
 the `bigbench==1.0.0` source archive (358 MB). The archive is fetched once into
-`<cache_dir>/downloads/` and never installed (harness/bigbench_archive.py); only the
+`<cache_dir>/downloads/` and never installed (harness/bigbench/archive.py); only the
 chosen tasks' `task.json` members are read from it, and each becomes a
-multiple-choice lm-eval task (YAML + jsonl, harness/bigbench_convert.py) in
+multiple-choice lm-eval task (YAML + jsonl, harness/bigbench/convert.py) in
 `<cache_dir>/bigbench/tasks/`, once. This module holds that folder, what it holds,
 and the command.
 """
@@ -16,8 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from arches.errors import UserError, unknown
-from harness.bigbench_archive import ARCHIVE_MB, BIGBENCH_TASKS, REQUIREMENT, archive_path, fetch_archive
-from harness.bigbench_convert import ConvertSpec, convert_archive, read_manifest
+from harness.bigbench.archive import ARCHIVE_MB, BIGBENCH_TASKS, REQUIREMENT, archive_path, fetch_archive
+from harness.bigbench.convert import ConvertSpec, convert_archive, read_manifest
 
 
 def bigbench_dir(cache_dir: str | Path) -> Path:

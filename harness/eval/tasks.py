@@ -16,16 +16,16 @@ from omegaconf import DictConfig
 
 from arches import hub
 from arches.errors import UserError, closest
-from harness.pairs_eval import PAIR_TASKS, blimp_offline, prepare_pairs
+from harness.eval.pairs import PAIR_TASKS, blimp_offline, prepare_pairs
 
 CORPUS_TASKS = ("corpus_ppl", "corpus_cloze", "corpus_next")  # their data: harness/tasks/build.py
-BUNDLED_TASKS = (*CORPUS_TASKS, *PAIR_TASKS)  # and the minimal pairs: harness/pairs_eval.py
+BUNDLED_TASKS = (*CORPUS_TASKS, *PAIR_TASKS)  # and the minimal pairs: harness/eval/pairs.py
 OPTIONAL = "?"
 
 
 def _alternatives(cache_dir: Any) -> str:
-    from harness.bigbench import converted_tasks
-    from harness.bigbench_archive import BIGBENCH_TASKS
+    from harness.bigbench.archive import BIGBENCH_TASKS
+    from harness.bigbench.command import converted_tasks
 
     converted = converted_tasks(cache_dir)
     bigbench = ", ".join(converted) if converted else f"{', '.join(BIGBENCH_TASKS)} (after `arches data bigbench`)"
@@ -54,8 +54,8 @@ def resolve_tasks(settings: dict, cfg: DictConfig, corpus_cfg: DictConfig) -> di
     Names are checked first (cheap: YAMLs are only indexed); then BIG-bench tasks
     are converted from a cached archive and the bundled tasks' data is built, if missing.
     """
-    from harness import bigbench
-    from harness.bigbench_archive import ARCHIVE_MB, BIGBENCH_TASKS, REQUIREMENT, archive_path
+    from harness.bigbench import command as bigbench
+    from harness.bigbench.archive import ARCHIVE_MB, BIGBENCH_TASKS, REQUIREMENT, archive_path
     from harness.tasks.build import TASKS_DIR, TaskDataSpec, task_data_for_config
     from harness.tasks.loader import METADATA_KEY
 

@@ -49,7 +49,7 @@ def _task_names(argv: list[str]) -> set[str]:
 
 
 def _wants_corpus_tasks(argv: list[str]) -> bool:
-    from harness.eval_tasks import BUNDLED_TASKS
+    from harness.eval.tasks import BUNDLED_TASKS
 
     return bool(_task_names(argv) & {*BUNDLED_TASKS, CORPUS_TAG})
 
@@ -65,8 +65,8 @@ def corpus_task_arguments(argv: list[str]) -> list[str]:
         return argv
     if not _values(argv, "--include_path"):
         argv = [*argv, "--include_path", str(TASKS_DIR)]
-    from harness.eval_tasks import CORPUS_TASKS
-    from harness.pairs_eval import PAIR_TASKS
+    from harness.eval.pairs import PAIR_TASKS
+    from harness.eval.tasks import CORPUS_TASKS
     from harness.tasks.loader import PAIRS_ENV_VAR, PAIRS_METADATA_KEY
 
     metadata = " ".join(_values(argv, "--metadata"))
@@ -74,11 +74,10 @@ def corpus_task_arguments(argv: list[str]) -> list[str]:
     pairs = bool(_task_names(argv) & set(PAIR_TASKS)) and not (os.environ.get(PAIRS_ENV_VAR) or PAIRS_METADATA_KEY in metadata)
     if not corpus and not pairs:
         return argv  # the caller named the data folders itself
-    from harness.eval_settings import _corpus_config, _run_folder, eval_settings
+    from arches.config import compose
+    from harness.eval.settings import _corpus_config, _run_folder, eval_settings
     from harness.tasks.build import TaskDataSpec, task_data_for_config
     from harness.tasks.pairs import pair_spec, pairs_data_for_config
-
-    from arches.config import compose
 
     cfg = compose([f"run={run}"])
     _, run_cfg = _run_folder(cfg)
@@ -96,10 +95,10 @@ def corpus_task_arguments(argv: list[str]) -> list[str]:
 
 
 def lm_eval_command(argv: list[str]) -> int:
-    """lm-eval's CLI (`harness.lm` registers `arches` on import); returns its exit code."""
-    import harness.lm  # noqa: F401  (registers the arches model)
-
+    """lm-eval's CLI (`harness.lm.model` registers `arches` on import); returns its exit code."""
     from lm_eval.__main__ import cli_evaluate
+
+    import harness.lm.model  # noqa: F401  (registers the arches model)
 
     if not any(arg in ("-h", "--help") for arg in argv):
         argv = corpus_task_arguments(argv)
