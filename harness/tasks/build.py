@@ -156,18 +156,6 @@ def ensure_task_data(entry: Path, documents: Callable[[], tuple[list[Doc], list[
     return write_task_data(folder, examples, manifest)
 
 
-def _unique_names(documents: list) -> dict[str, str]:
-    """Document name -> text, renaming repeats `name#2`, ... exactly as `arches.data` does before splitting."""
-    by_name: dict[str, str] = {}
-    for document in documents:
-        name, copy = document.name, 1
-        while name in by_name:
-            copy += 1
-            name = f"{document.name}#{copy}"
-        by_name[name] = document.text
-    return by_name
-
-
 def task_data_for_config(cfg: Any, spec: TaskDataSpec) -> Path:
     """Build or reuse the task data of the corpus that `cfg` (a root config with `data` and
     `cache_dir`, e.g. a run's own config.yaml) names; prepares the corpus first if needed."""
@@ -180,8 +168,11 @@ def task_data_for_config(cfg: Any, spec: TaskDataSpec) -> Path:
 def corpus_documents(cfg: Any, prepared: Any, splits: Sequence[str]) -> list[list[Doc]]:
     """[(name, text), ...] of each named split of a prepared corpus, by the names its splits.json records."""
     from arches.data.cache import build_source
+    from arches.data.splits import unique_names
 
-    texts = _unique_names(build_source(cfg.data, Path(str(cfg.cache_dir)).expanduser()).documents())
+    documents = build_source(cfg.data, Path(str(cfg.cache_dir)).expanduser()).documents()
+    # renamed exactly as the corpus was before splitting, so the split's names find their texts
+    texts = {name: document.text for name, document in unique_names(documents).items()}
     recorded = prepared.splits()
     missing = [name for split in splits for name in recorded[split] if name not in texts]
     if missing:
