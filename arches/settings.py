@@ -204,6 +204,14 @@ EXPERIMENT = {
     "seeds": Items(_count(0, "0"), must="a non-empty list of integers >= 0", example="[0,1,2]"),
     "variants": Mapping(OVERRIDES, must="variant names, each with its list of overrides", example="{gpt:[arch=gpt]}"),
     "common": OVERRIDES,
+    # a scaling ladder (harness.ladder): the cross-key rules (one budget rule, known sizes) are checked there
+    "ladder": {
+        "sizes": Items(Text("ladder_xs"), must="a non-empty list of size names",
+                       example="[ladder_xs,ladder_s,ladder_m]"),  # fmt: skip
+        "tokens_per_param": _real("20", above_minimum=True, nullable=True),
+        "tokens": Items(_count(1, "200000"), must="a list of token budgets >= 1, one per size",
+                        example="[100000,200000,400000]", nullable=True),  # fmt: skip
+    },
 }
 DATA_ANY = {**DATA_COMMON, **{key: rule for table in DATA_BY_SOURCE.values() for key, rule in table.items()}}
 SECTIONS = {"train": TRAIN, "trainer": TRAINER, "data": DATA_ANY, "eval": EVAL, "tune": TUNE, "compare": COMPARE,

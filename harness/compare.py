@@ -8,6 +8,9 @@ count under `compared_shots` (written only after lm-eval finished and the scores
 recorded). A run left `running` (or `failed`) by a killed process continues from its
 last training checkpoint (`arches.train`, resume=auto), and an evaluation killed midway
 reuses the requests it had already scored (harness.lm.cache).
+
+An experiment with a ladder (`experiment.ladder`, harness.ladder) trains every variant x
+seed at each of its sizes, each rung an ordinary run folder `<variant>-<size>-seed<N>`.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from omegaconf import DictConfig, OmegaConf
 from arches.config import compose, group_choices
 from arches.errors import ArchesError, UserError, unknown
 from arches.settings import check_compare_settings, rule_for
+from harness.ladder import ladder_of
 
 # `quick=true`: any experiment as a smoke check (the tests use it), at one seed.
 QUICK_OVERRIDES = [
@@ -44,10 +48,12 @@ class PlannedRun:
     seed: int
     overrides: list[str]
     run_dir: Path
+    size: str | None = None  # a ladder's rung: its size, and its index in experiment.ladder.sizes
+    rung: int | None = None
 
     @property
     def label(self) -> str:
-        return f"{self.variant} (seed {self.seed})"
+        return f"{self.variant}{'' if self.size is None else ' ' + self.size} (seed {self.seed})"
 
 
 def _experiment_name(overrides: list[str]) -> str:
@@ -82,7 +88,8 @@ def experiment_overrides(overrides: list[str]) -> tuple[list[str], list[str]]:
 
 
 def plan(overrides: list[str]) -> tuple[DictConfig, list[PlannedRun], list[str]]:
-    """The experiment's config and its runs (variant x seed), with their overrides."""
+    """The experiment's config and its runs (variant x seed, at each size of its ladder), with
+    their overrides."""
     name = _experiment_name(overrides)
     common, user = experiment_overrides(overrides)
     cfg = compose([*common, *user])
@@ -90,9 +97,10 @@ def plan(overrides: list[str]) -> tuple[DictConfig, list[PlannedRun], list[str]]
     experiment = cfg.get("experiment")
     if not experiment or not experiment.get("variants"):
         raise UserError(f"experiment '{name}' lists no variants; add experiment.variants to sweeps/experiment/{name}.yaml")
+    ladder = ladder_of(cfg, user)
     out = experiment_dir(cfg)
     tuned = tuned_studies(cfg)
-    runs = []
+    variants = []
     # `experiment.common`: overrides every variant shares (the block an experiment holds
     # fixed); a variant's own overrides come after them
     shared = list(experiment.get("common") or [])
@@ -103,10 +111,23 @@ def plan(overrides: list[str]) -> tuple[DictConfig, list[PlannedRun], list[str]]
         tuning = [] if study is None else [
             *study["overrides"], f"tuned_study={study['study']}", f"tuned_trials={study['n_trials']}"
         ]
-        for seed in experiment.seeds:
-            # the user's overrides come last: they win over the experiment's (and the tuned ones)
-            overrides_for_run = [*common, *variant_overrides, *tuning, *user, f"seed={seed}", f"variant={variant}"]
-            runs.append(PlannedRun(str(variant), int(seed), overrides_for_run, out / f"{variant}-seed{seed}"))
+        # the user's overrides come last: they win over the experiment's (and the tuned ones)
+        variants.append((str(variant), [*common, *variant_overrides, *tuning, *user]))
+    if ladder is None:
+        runs = [PlannedRun(variant, int(seed), [*overrides_for_run, f"seed={seed}", f"variant={variant}"],
+                           out / f"{variant}-seed{seed}")
+                for variant, overrides_for_run in variants for seed in experiment.seeds]  # fmt: skip
+        return cfg, runs, user
+    # a ladder climbs: every variant and seed at one rung before the next, so an interrupted
+    # ladder has whole rungs to fit; a rung's size and budget come last (ladder_of refuses the user's)
+    runs = []
+    for rung, size in enumerate(ladder.sizes):
+        for variant, overrides_for_run in variants:
+            rung_overrides = ladder.rung_overrides(rung, overrides_for_run, _flag(cfg, "quick"))
+            for seed in experiment.seeds:
+                run_overrides = [*overrides_for_run, f"seed={seed}", f"variant={variant}", *rung_overrides]
+                run_dir = out / f"{variant}-{size}-seed{seed}"
+                runs.append(PlannedRun(variant, int(seed), run_overrides, run_dir, size, rung))
     return cfg, runs, user
 
 
@@ -153,6 +174,16 @@ def _record(run: PlannedRun) -> dict:
 
     path = run.run_dir / RUN_RECORD
     return read_record(run.run_dir).to_dict() if path.exists() else {}
+
+
+def record_rung(run: PlannedRun) -> dict:
+    """The run's record, with its ladder rung (`ladder_rung`) written into it where it lacks it."""
+    from arches.train.record import update_record
+
+    record = _record(run)
+    if run.rung is not None and record and record.get("ladder_rung") != run.rung:
+        record = update_record(run.run_dir, ladder_rung=run.rung)
+    return record
 
 
 def unigram_log_probs(prepared) -> np.ndarray:
@@ -247,6 +278,7 @@ def compare(overrides: list[str]) -> Path:
     for index, run in enumerate(runs, 1):
         trained, missing = status(run)
         if trained and not missing:
+            record_rung(run)
             continue
         run_cfg = run_configs[run.run_dir]
         if not trained:
@@ -257,7 +289,7 @@ def compare(overrides: list[str]) -> Path:
                 # recorded as failed in its run folder; the report shows it
                 console.print(f"[red]{run.label} failed: {error}[/red]")
                 continue
-        record = _record(run)
+        record = record_rung(run)
         for k in missing:
             console.rule(f"[{index}/{len(runs)}] evaluating {run.label}, {k}-shot")
             eval_cfg = compose([*run.overrides, f"run={run.run_dir}", f"eval.num_fewshot=[{k}]"])

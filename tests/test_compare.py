@@ -47,11 +47,13 @@ def test_experiment_composes_and_each_variant_trains_one_step(experiment, tmp_pa
 
     cfg, runs, _ = plan([f"experiment={experiment}", *local_overrides(tmp_path), "quick=true"])
     assert cfg.experiment.name == experiment
-    assert len(runs) == len(cfg.experiment.variants) * len(cfg.experiment.seeds)
+    rungs = len((cfg.experiment.get("ladder") or {}).get("sizes") or [None])  # a ladder: each variant x seed per size
+    assert len(runs) == len(cfg.experiment.variants) * len(cfg.experiment.seeds) * rungs
     hashes = set()
     for run in runs:
-        run_cfg = compose([*run.overrides, *local_overrides(tmp_path), "trainer.max_steps=1", f"run_name={run.variant}"])
-        assert run_cfg.size.name == "debug"  # quick=true
+        run_cfg = compose([*run.overrides, *local_overrides(tmp_path), "trainer.max_steps=1",
+                           f"run_name={run.run_dir.name}"])  # fmt: skip
+        assert run_cfg.size.name == (run.size or "debug")  # quick=true (a ladder keeps its rungs' sizes)
         model_config(plain(run_cfg.arch), run_cfg.size, 512, int(run_cfg.data.seq_len))
         record = train(run_cfg)
         assert record["status"] == "completed" and record["steps"] == 1

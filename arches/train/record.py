@@ -44,6 +44,7 @@ class RunRecord:
     run_name: str | None = None
     experiment: str | None = None
     variant: str | None = None
+    ladder_rung: int | None = None  # index of the run's size in experiment.ladder.sizes (harness.ladder)
     tuned: bool | None = None
     tuned_study: str | None = None
     tuned_trials: int | None = None
