@@ -10,7 +10,8 @@ last training checkpoint (`arches.train`, resume=auto), and an evaluation killed
 reuses the requests it had already scored (harness.lm.cache).
 
 An experiment with a ladder (`experiment.ladder`, harness.ladder) trains every variant x
-seed at each of its sizes, each rung an ordinary run folder `<variant>-<size>-seed<N>`.
+seed at each of its sizes: each rung is an ordinary experiment folder of its own,
+`<experiment>/<size>/<variant>-seed<N>`, with its own report (the rungs' fits: issue 18).
 """
 
 from __future__ import annotations
@@ -126,7 +127,7 @@ def plan(overrides: list[str]) -> tuple[DictConfig, list[PlannedRun], list[str]]
             rung_overrides = ladder.rung_overrides(rung, overrides_for_run, _flag(cfg, "quick"))
             for seed in experiment.seeds:
                 run_overrides = [*overrides_for_run, f"seed={seed}", f"variant={variant}", *rung_overrides]
-                run_dir = out / f"{variant}-{size}-seed{seed}"
+                run_dir = out / size / f"{variant}-seed{seed}"
                 runs.append(PlannedRun(variant, int(seed), run_overrides, run_dir, size, rung))
     return cfg, runs, user
 
@@ -250,7 +251,7 @@ def compare(overrides: list[str]) -> Path:
 
     run_configs = {}
     for run in runs:
-        run_configs[run.run_dir] = compose([*run.overrides, f"results_dir={out}", f"run_name={run.run_dir.name}"])
+        run_configs[run.run_dir] = compose([*run.overrides, f"results_dir={run.run_dir.parent}", f"run_name={run.run_dir.name}"])
         for check in (check_train_settings, check_data_settings, check_eval_settings):  # a variant may set them
             check(run_configs[run.run_dir])
         reusable(run, run_configs[run.run_dir], rerun_mismatched)
@@ -269,10 +270,16 @@ def compare(overrides: list[str]) -> Path:
         table.add_row(run.label, "done" if trained else "to do", "done" if not missing else f"to do: {missing}-shot")
     console.print(table)
 
-    baseline = out / "baseline.json"
-    # one written before the baseline was scored on corpus_ppl's passages is scored again
-    if not baseline.exists() or "passages" not in (read_json(baseline).get("unigram") or {}):
-        write_json(baseline, unigram_baseline(cfg))
+    # the experiment's folder, or each rung's of a ladder: one report each (a rung compares its variants)
+    folders = list(dict.fromkeys(run.run_dir.parent for run in runs))
+    unigram = None  # one corpus, one baseline: scored once, written into each folder
+    for folder in folders:
+        folder.mkdir(parents=True, exist_ok=True)
+        baseline = folder / "baseline.json"
+        # one written before the baseline was scored on corpus_ppl's passages is scored again
+        if not baseline.exists() or "passages" not in (read_json(baseline).get("unigram") or {}):
+            unigram = unigram or unigram_baseline(cfg)
+            write_json(baseline, unigram)
 
     started = time.perf_counter()
     for index, run in enumerate(runs, 1):
@@ -296,7 +303,10 @@ def compare(overrides: list[str]) -> Path:
             evaluate(eval_cfg)
             record = update_record(run.run_dir, compared_shots=sorted({*(record.get("compared_shots") or []), k}))
     console.print(f"compare: work done in {time.perf_counter() - started:.0f} s")
-    return write_report(out)
+    reports = [write_report(folder) for folder in folders]
+    for report in reports[:-1]:  # a ladder's rungs: the last (largest) is the path printed last
+        console.print(f"compare: {report}")
+    return reports[-1]
 
 
 def compare_command(argv: list[str]) -> None:

@@ -52,7 +52,7 @@ def test_experiment_composes_and_each_variant_trains_one_step(experiment, tmp_pa
     hashes = set()
     for run in runs:
         run_cfg = compose([*run.overrides, *local_overrides(tmp_path), "trainer.max_steps=1",
-                           f"run_name={run.run_dir.name}"])  # fmt: skip
+                           f"run_name={run.run_dir.name if run.size is None else run.size + '-' + run.run_dir.name}"])
         assert run_cfg.size.name == (run.size or "debug")  # quick=true (a ladder keeps its rungs' sizes)
         model_config(plain(run_cfg.arch), run_cfg.size, 512, int(run_cfg.data.seq_len))
         record = train(run_cfg)

@@ -56,10 +56,11 @@ def test_the_shipped_ladder_plans_every_rung_at_its_budget(tmp_path):
     assert list(cfg.experiment.ladder.sizes) == LADDER and variants == ["gpt", "bert", "t5", "glm"]
     assert seeds == [0, 1, 2]
     # a ladder climbs: every variant and seed at one rung before the next
-    assert [run.run_dir.name for run in runs] == [
-        f"{variant}-{size}-seed{seed}" for size in LADDER for variant in variants for seed in seeds
+    # each rung an experiment folder of its own, reported on its own
+    assert [f"{run.run_dir.parent.name}/{run.run_dir.name}" for run in runs] == [
+        f"{size}/{variant}-seed{seed}" for size in LADDER for variant in variants for seed in seeds
     ]
-    assert {run.run_dir.parent for run in runs} == {tmp_path / "results" / "ladder"}
+    assert {run.run_dir.parent for run in runs} == {tmp_path / "results" / "ladder" / size for size in LADDER}
     per_param = cfg.experiment.ladder.tokens_per_param
     budgets = {}
     for run in runs:
@@ -76,9 +77,9 @@ def test_the_shipped_ladder_plans_every_rung_at_its_budget(tmp_path):
 def test_explicit_budgets_and_quick(tmp_path):
     ladder = "+experiment.ladder={sizes:[debug,ladder_xs],tokens:[3000,5000]}"
     cfg, runs, _ = plan(["experiment=families", *local_overrides(tmp_path), ladder, "experiment.seeds=[1]"])
-    assert [(run.run_dir.name, run.rung) for run in runs] == [
-        *[(f"{variant}-debug-seed1", 0) for variant in ("gpt", "bert", "t5", "glm")],
-        *[(f"{variant}-ladder_xs-seed1", 1) for variant in ("gpt", "bert", "t5", "glm")],
+    assert [(f"{run.run_dir.parent.name}/{run.run_dir.name}", run.rung) for run in runs] == [
+        *[(f"debug/{variant}-seed1", 0) for variant in ("gpt", "bert", "t5", "glm")],
+        *[(f"ladder_xs/{variant}-seed1", 1) for variant in ("gpt", "bert", "t5", "glm")],
     ]
     assert [compose(run.overrides).train.max_tokens for run in runs] == [3000] * 4 + [5000] * 4
     # a smoke check keeps the rungs' sizes, at one seed and quick's budget
@@ -134,28 +135,26 @@ def test_a_bad_ladder_stops_compare_before_any_work(tmp_path):
     assert not (tmp_path / "results").exists()
 
 
-def finished(result: subprocess.CompletedProcess) -> None:
-    """compare did all its work. The one-size report (harness.report) still refuses two runs of
-    one variant and seed, as a ladder has one a rung, until it reports a ladder (issue 18, item 4):
-    that refusal, at the very end, is the only failure allowed here."""
-    if result.returncode != 0:
-        last = result.stderr.strip().splitlines()[-1]
-        assert result.returncode == 2 and "are both variant gpt seed 0" in last, result.stderr[-3000:]
+def finished(result: subprocess.CompletedProcess, folder: Path) -> None:
+    """compare did all its work and wrote one report per rung, the largest rung's printed last."""
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.strip().splitlines()[-1] == str(folder / "ladder_xs" / "report.md")
+    assert (folder / "debug" / "report.md").exists() and (folder / "ladder_xs" / "report.md").exists()
 
 
 def test_a_ladder_trains_each_rung_once_then_skips_it(tmp_path):
     first = subprocess.run(ladder_cmd(tmp_path), capture_output=True, text=True, env=env(), timeout=300)
-    finished(first)
     folder = tmp_path / "results" / "families-quick"
-    records = {p.parent.name: json.loads(p.read_text()) for p in folder.glob("*/run.json")}
-    assert set(records) == {"gpt-debug-seed0", "gpt-ladder_xs-seed0"}
-    for name, rung, size in (("gpt-debug-seed0", 0, "debug"), ("gpt-ladder_xs-seed0", 1, "ladder_xs")):
+    finished(first, folder)
+    records = {f"{p.parent.parent.name}/{p.parent.name}": json.loads(p.read_text()) for p in folder.glob("*/*/run.json")}
+    assert set(records) == {"debug/gpt-seed0", "ladder_xs/gpt-seed0"}
+    for name, rung, size in (("debug/gpt-seed0", 0, "debug"), ("ladder_xs/gpt-seed0", 1, "ladder_xs")):
         record = records[name]
         assert record["status"] == "completed" and record["compared_shots"] == [0]
         assert record["ladder_rung"] == rung and record["size"] == size and record["planned_tokens"] == 4096
 
     before = {name: (folder / name / "run.json").stat().st_mtime_ns for name in records}
     second = subprocess.run(ladder_cmd(tmp_path), capture_output=True, text=True, env=env(), timeout=300)
-    finished(second)
+    finished(second, folder)
     assert "] training" not in second.stderr and "] evaluating" not in second.stderr
     assert before == {name: (folder / name / "run.json").stat().st_mtime_ns for name in records}
