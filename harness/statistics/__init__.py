@@ -13,6 +13,7 @@ Which test runs, and why it holds its level at few seeds, is in `significance` a
 """
 
 from harness.statistics.chance import ChanceTest, beats_chance, p_above_chance
+from harness.statistics.crossover import NOT_WITHIN_RANGE, Crossover, RankAgreement, crossover, rank_agreement
 from harness.statistics.intervals import (ONE_SEED_NOTE, Interval, SeedSummary, bootstrap_mean, bootstrap_ratio,
                                           cell_interval, crossed_interval, seed_summary, wilson)
 from harness.statistics.multiplicity import (FAMILIES, Row, RowMarks, adjust_table, benjamini_hochberg, compare_row,
@@ -22,15 +23,17 @@ from harness.statistics.outcomes import (ALPHA, CONFIDENCE, KINDS, POWER, RESAMP
 from harness.statistics.power import (accuracy_difference_se, accuracy_mde, minimum_detectable_difference,
                                       seeds_difference_se)
 from harness.statistics.resampling import sign_flip_p, smallest_sign_flip_p
+from harness.statistics.scaling import MIN_RUNGS, Estimate, ScalingFit, fit_accuracy, fit_loss
 from harness.statistics.significance import (MIN_SEEDS_MULTI_BOOTSTRAP, TESTS, Comparison, compare, compare_scores,
                                              compare_tables, min_seeds_sign_flip, multi_bootstrap)
 
 __all__ = [
-    "ALPHA", "CONFIDENCE", "FAMILIES", "KINDS", "MIN_SEEDS_MULTI_BOOTSTRAP", "ONE_SEED_NOTE", "POWER", "RESAMPLES",
-    "TESTS", "ChanceTest", "Comparison", "Interval", "MetricKind", "Outcomes", "Row", "RowMarks", "SeedSummary",
-    "Table", "accuracy_difference_se", "accuracy_mde", "adjust_table", "align", "beats_chance", "benjamini_hochberg",
-    "bootstrap_mean", "bootstrap_ratio", "cell_interval", "compare", "compare_row", "compare_scores",
-    "compare_tables", "crossed_interval", "holm", "mark_row", "metric_kind", "min_seeds_sign_flip",
-    "minimum_detectable_difference", "mismatched_docs", "multi_bootstrap", "p_above_chance", "seed_summary",
-    "seeds_difference_se", "sign_flip_p", "smallest_sign_flip_p", "wilson",
+    "ALPHA", "CONFIDENCE", "FAMILIES", "KINDS", "MIN_RUNGS", "MIN_SEEDS_MULTI_BOOTSTRAP", "NOT_WITHIN_RANGE",
+    "ONE_SEED_NOTE", "POWER", "RESAMPLES", "TESTS", "ChanceTest", "Comparison", "Crossover", "Estimate", "Interval",
+    "MetricKind", "Outcomes", "RankAgreement", "Row", "RowMarks", "ScalingFit", "SeedSummary", "Table",
+    "accuracy_difference_se", "accuracy_mde", "adjust_table", "align", "beats_chance", "benjamini_hochberg",
+    "bootstrap_mean", "bootstrap_ratio", "cell_interval", "compare", "compare_row", "compare_scores", "compare_tables",
+    "crossed_interval", "crossover", "fit_accuracy", "fit_loss", "holm", "mark_row", "metric_kind",
+    "min_seeds_sign_flip", "minimum_detectable_difference", "mismatched_docs", "multi_bootstrap", "p_above_chance",
+    "rank_agreement", "seed_summary", "seeds_difference_se", "sign_flip_p", "smallest_sign_flip_p", "wilson",
 ]
