@@ -10,6 +10,10 @@ the perplexities, lm-eval's corpus-level ratio metrics). Everything pairs by doc
     beats_chance(row, chance, kind), adjust_table(...), accuracy_mde(...)
 
 Which test runs, and why it holds its level at few seeds, is in `significance` and `crossed`.
+
+Across a ladder's rungs (issue 18): `fit_loss` (L = E + A·C^-α, Hoffmann et al. 2022 approach 3) and
+`fit_accuracy` (a bounded logistic in log C) with bootstrap intervals over seeds within rungs, `crossover`
+(where two fitted curves cross, or "not within range") and `rank_agreement` (Kendall's τ against the largest rung).
 """
 
 from harness.statistics.chance import ChanceTest, beats_chance, p_above_chance
