@@ -6,9 +6,9 @@ trains at, and each rung's token budget.
         sizes: [ladder_xs, ladder_s, ladder_m]  # rung 0, 1, 2
         tokens_per_param: 20                    # or tokens: [a, b, c], one budget per size
 
-`arches compare` plans each rung as an ordinary run folder, `<variant>-<size>-seed<N>`,
-trained with `size=<size>` and `train.max_tokens=<budget>`, so it is resumed and skipped
-when complete like any other run. The ladder is read and checked (one line for bad input)
+`arches compare` plans each rung as an experiment folder of its own, `<experiment>/<size>/`,
+whose run folders `<variant>-seed<N>` train with `size=<size>` and `train.max_tokens=<budget>`,
+so each is resumed and skipped when complete like any other run, and each rung is reported. The ladder is read and checked (one line for bad input)
 before anything is trained.
 """
 
