@@ -15,6 +15,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import optuna
 import pytest
@@ -28,7 +29,7 @@ from arches.tune.best import tuned_overrides
 from arches.tune.command import tune_command
 from arches.tune.run import prepare_job, tune
 from arches.tune.space import Settings, shape_overrides
-from arches.tune.study import _driver_url, open_study
+from arches.tune.study import _driver_url, open_storage, open_study
 
 optuna.logging.set_verbosity(optuna.logging.ERROR)
 
@@ -355,3 +356,44 @@ def test_trial_killed_before_it_started_is_failed_after_the_grace_period(corpus,
     open_study(job.cfg, job.settings, job.study, job.url).ask()  # RUNNING, never started
     assert tune(overrides)["n_trials"] == 1
     assert states(load(job)) == ["FAIL", "COMPLETE"]
+
+
+@pytest.fixture()
+def fresh_postgres_database():
+    """A new, empty database on the test server, dropped afterwards."""
+    if not POSTGRES_URL:
+        pytest.skip("no PostgreSQL server: set ARCHES_TEST_POSTGRES_URL=postgresql://user:password@host/db")
+    psycopg = pytest.importorskip("psycopg", reason="no PostgreSQL driver: pip install arches[postgres]")
+    name = f"arches_race_{os.getpid()}_{time.time_ns()}"
+    with psycopg.connect(POSTGRES_URL, autocommit=True) as admin:
+        admin.execute(f"CREATE DATABASE {name}")
+    yield POSTGRES_URL.rsplit("/", 1)[0] + "/" + name
+    with psycopg.connect(POSTGRES_URL, autocommit=True) as admin:
+        admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
+def test_a_worker_that_loses_the_race_to_create_the_storage_opens_it(fresh_postgres_database):
+    # CI saw it: two workers on a new PostgreSQL storage, and the loser's CREATE TYPE or
+    # CREATE TABLE failed with DuplicateObject/DuplicateTable. Here the rival worker opens
+    # the storage, committed, between this one's look for the tables and its first CREATE.
+    from sqlalchemy import event
+    from sqlalchemy.engine import Engine
+
+    url = fresh_postgres_database
+    settings = SimpleNamespace(heartbeat_interval=None)  # open_storage reads only this
+    raced = []
+
+    def rival_creates_first(conn, cursor, statement, parameters, context, executemany):
+        if not raced and statement.lstrip().upper().startswith("CREATE"):
+            raced.append(statement.split("(")[0].strip())
+            open_storage(url, settings)  # another worker, on its own engine, commits the whole schema
+
+    event.listen(Engine, "before_cursor_execute", rival_creates_first)
+    try:
+        storage = open_storage(url, settings)
+    finally:
+        event.remove(Engine, "before_cursor_execute", rival_creates_first)
+    assert raced, "the storage was opened without creating anything: the race was not run"
+    assert storage.get_all_studies() == []
+    optuna.create_study(storage=storage, study_name="after-the-race")
+    assert [study.study_name for study in storage.get_all_studies()] == ["after-the-race"]

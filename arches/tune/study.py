@@ -65,7 +65,7 @@ def _driver_url(url: str) -> str:
 def open_storage(url: str, settings: Settings):
     """An RDBStorage with the heartbeat on; a malformed or unreachable URL is one line."""
     import optuna
-    from sqlalchemy.exc import IntegrityError, OperationalError, SQLAlchemyError
+    from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError, SQLAlchemyError
 
     try:
         from optuna.storages import RetryHeartbeatStaleTrialCallback as Retry  # Optuna >= 4.9
@@ -94,11 +94,12 @@ def open_storage(url: str, settings: Settings):
             for attempt in range(3):
                 try:
                     return optuna.storages.RDBStorage(_driver_url(url), engine_kwargs=engine_kwargs, **heartbeat)
-                except (IntegrityError, OperationalError) as error:
-                    # workers started together on a new storage race to create its tables (and
-                    # alembic_version's one row): the loser finds them made on a second look
-                    racing = isinstance(error, IntegrityError) or "already exists" in str(error)
-                    if attempt == 2 or not racing:
+                except (IntegrityError, OperationalError, ProgrammingError) as error:
+                    # workers started together on a new storage race to create its tables, its
+                    # enum types and alembic_version's one row: the loser's CREATE fails (a
+                    # duplicate key; on PostgreSQL DuplicateTable or DuplicateObject, which
+                    # SQLAlchemy calls a ProgrammingError), and a second look finds them made
+                    if attempt == 2 or not _lost_creation_race(error):
                         raise
                     time.sleep(0.5 + attempt)
     except ImportError:
@@ -108,6 +109,18 @@ def open_storage(url: str, settings: Settings):
         ) from None
     except (SQLAlchemyError, ValueError, OSError) as error:
         raise UserError(f"cannot open tune.storage {shown_url(url)}: {first_line(error)}") from None
+
+
+# PostgreSQL's SQLSTATEs for a CREATE that another connection's committed CREATE beat:
+# unique_violation, duplicate_table, duplicate_object
+_CREATED_BY_ANOTHER = {"23505", "42P07", "42710"}
+
+
+def _lost_creation_race(error: Exception) -> bool:
+    from sqlalchemy.exc import IntegrityError
+
+    sqlstate = getattr(getattr(error, "orig", None), "sqlstate", None)
+    return isinstance(error, IntegrityError) or sqlstate in _CREATED_BY_ANOTHER or "already exists" in str(error)
 
 
 def study_exists(storage, name: str) -> bool:
