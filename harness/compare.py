@@ -304,7 +304,9 @@ def compare(overrides: list[str]) -> Path:
             record = update_record(run.run_dir, compared_shots=sorted({*(record.get("compared_shots") or []), k}))
     console.print(f"compare: work done in {time.perf_counter() - started:.0f} s")
     reports = [write_report(folder) for folder in folders]
-    for report in reports[:-1]:  # a ladder's rungs: the last (largest) is the path printed last
+    if any(run.rung is not None for run in runs):  # each rung's report, then the ladder's: its Scaling section
+        reports.append(write_report(out))
+    for report in reports[:-1]:
         console.print(f"compare: {report}")
     return reports[-1]
 

@@ -28,7 +28,7 @@ INDEX_FIELDS = (
     "run_name", "experiment", "variant", "family", "preset", "objective", "size", "seed", "status", "error",
     "data", "tokenizer_hash", "vocab_size", "seq_len", "params_total", "params_non_embedding", "flops_per_token",
     "planned_steps", "planned_tokens", "steps", "tokens_seen", "loss_tokens_seen", "train_flops", "wall_time_s",
-    "tokens_per_s", "final_val_loss", "loss_objective", "precision", "device", "tuned", "tuned_trials",
+    "tokens_per_s", "final_val_loss", "loss_objective", "precision", "device", "tuned", "tuned_trials", "ladder_rung",
 )
 SCORE_COLUMNS = (
     "variant", "seed", "run_name", "family", "objective", "task", "shots", "metric", "value", "stderr", "n",

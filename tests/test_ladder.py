@@ -136,10 +136,13 @@ def test_a_bad_ladder_stops_compare_before_any_work(tmp_path):
 
 
 def finished(result: subprocess.CompletedProcess, folder: Path) -> None:
-    """compare did all its work and wrote one report per rung, the largest rung's printed last."""
+    """compare did all its work and wrote one report per rung, then the ladder's, printed last (two
+    rungs: the Scaling section says why it fits nothing)."""
     assert result.returncode == 0, result.stderr[-3000:]
-    assert result.stdout.strip().splitlines()[-1] == str(folder / "ladder_xs" / "report.md")
+    assert result.stdout.strip().splitlines()[-1] == str(folder / "report.md")
     assert (folder / "debug" / "report.md").exists() and (folder / "ladder_xs" / "report.md").exists()
+    assert f"compare: {folder / 'ladder_xs' / 'report.md'}" in result.stderr.replace("\n", "")
+    assert "## Scaling" in (folder / "report.md").read_text()
 
 
 def test_a_ladder_trains_each_rung_once_then_skips_it(tmp_path):

@@ -35,6 +35,14 @@ plots or HTML there):
     plots_differences  each variant's difference from its row's best, with its interval (numbers and plot)
     render       Markdown and HTML
     document     the report's sections in order, and its files
+
+A ladder's folder (`<experiment>/<size>/<run>`, harness.ladder) gets a report of its own
+instead, over its rungs (each rung's folder has the report above):
+
+    ladder          its document: the Scaling section and its files (scaling_*.csv, crossovers.csv, ...)
+    scaling_points  the rungs' observations: one row per run x metric comparable across families
+    scaling         each variant's fits per metric, where the curves cross, rank agreement, the reading
+    plots_scaling   one axis per metric: points, fitted curves, bootstrap bands
 """
 
 from harness.report.document import USAGE, report_command, write_report

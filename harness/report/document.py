@@ -13,6 +13,7 @@ from harness.report import mismatch
 from harness.report.comparisons import comparison_blocks
 from harness.report.formatting import MISSING
 from harness.report.groups import group_blocks
+from harness.report.ladder import write_ladder_report
 from harness.report.options import ReportOptions, parse_options
 from harness.report.plots import (
     colors_for,
@@ -34,6 +35,7 @@ from harness.report.runs import (
     variant_order,
 )
 from harness.report.samples import samples_blocks
+from harness.report.scaling_points import is_ladder_folder
 from harness.report.scores import (
     Comparer,
     pseudo_likelihood_families,
@@ -55,6 +57,8 @@ def write_report(folder: Path | str, options: ReportOptions | None = None) -> Pa
     """Build the report of a results folder from its run folders; return the path of report.md."""
     folder = Path(folder)
     options = options or ReportOptions()
+    if is_ladder_folder(folder):  # a folder of rung folders: the Scaling section over them
+        return write_ladder_report(folder)
     runs = store.require_runs(folder)
     check_duplicates(runs)
     baseline = store.load_baseline(folder)
