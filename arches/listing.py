@@ -24,7 +24,7 @@ from arches.tables import print_table
 # `arches list <group>` -> its folder in sweeps/; the folder names work too (`arches list eval`)
 GROUPS = {"presets": "arch", "experiments": "experiment", "suites": "eval", "tune": "tune", "sizes": "size"}
 ALIASES = {folder: group for group, folder in GROUPS.items()}
-SIZE_ORDER = ["debug", "ladder_xs", "ladder_s", "ladder_m", "tiny", "small", "base"]  # smallest first; others after, by name
+SIZE_ORDER = ["debug", "ladder_xs", "ladder_s", "ladder_m", "tiny", "ladder_10m", "ladder_40m", "small", "base"]  # smallest first; others after, by name
 # a full stop after these ends no sentence ("Wang et al. 2022", "e.g. arch=gpt")
 ABBREVIATIONS = ("al", "e.g", "i.e", "cf", "vs", "Fig", "Eq", "etc")
 PROSE = ("description", "variants", "tasks", "error")  # columns of running text

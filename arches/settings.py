@@ -197,7 +197,8 @@ TUNE = {
     "grace_period": _count(1, "120", nullable=True),
     "max_retry": _count(0, "3", nullable=True),
 }
-COMPARE = {"rerun_mismatched": Flag(example="false")}
+COMPARE = {"rerun_mismatched": Flag(example="false"),
+           "rungs": Items(Text("base"), must="a list of the ladder's size names", example="[base]", nullable=True)}
 OVERRIDES = Items(Text("arch=gpt"), must="a list of overrides", example="[arch=gpt]", min_items=0)
 EXPERIMENT = {
     "name": Text("families"),

@@ -115,6 +115,8 @@ def plan(overrides: list[str]) -> tuple[DictConfig, list[PlannedRun], list[str]]
         # the user's overrides come last: they win over the experiment's (and the tuned ones)
         variants.append((str(variant), [*common, *variant_overrides, *tuning, *user]))
     if ladder is None:
+        if OmegaConf.select(cfg, "compare.rungs", default=None) is not None:
+            raise UserError(f"compare.rungs picks rungs of a ladder, and experiment {name} has no experiment.ladder")
         runs = [PlannedRun(variant, int(seed), [*overrides_for_run, f"seed={seed}", f"variant={variant}"],
                            out / f"{variant}-seed{seed}")
                 for variant, overrides_for_run in variants for seed in experiment.seeds]  # fmt: skip
@@ -123,6 +125,8 @@ def plan(overrides: list[str]) -> tuple[DictConfig, list[PlannedRun], list[str]]
     # ladder has whole rungs to fit; a rung's size and budget come last (ladder_of refuses the user's)
     runs = []
     for rung, size in enumerate(ladder.sizes):
+        if size not in _chosen_rungs(cfg, ladder.sizes):
+            continue
         for variant, overrides_for_run in variants:
             rung_overrides = ladder.rung_overrides(rung, overrides_for_run, _flag(cfg, "quick"))
             for seed in experiment.seeds:
@@ -130,6 +134,17 @@ def plan(overrides: list[str]) -> tuple[DictConfig, list[PlannedRun], list[str]]
                 run_dir = out / size / f"{variant}-seed{seed}"
                 runs.append(PlannedRun(variant, int(seed), run_overrides, run_dir, size, rung))
     return cfg, runs, user
+
+
+def _chosen_rungs(cfg: DictConfig, sizes: tuple[str, ...]) -> tuple[str, ...]:
+    """`compare.rungs`: the sizes of the ladder this invocation does (all when unset)."""
+    chosen = OmegaConf.select(cfg, "compare.rungs", default=None)
+    if chosen is None:
+        return sizes
+    for size in chosen:
+        if size not in sizes:
+            raise UserError(f"compare.rungs: {unknown('rung', str(size), list(sizes))}")
+    return tuple(map(str, chosen))
 
 
 def tuned_studies(cfg: DictConfig) -> dict[str, dict]:

@@ -161,3 +161,20 @@ def test_a_ladder_trains_each_rung_once_then_skips_it(tmp_path):
     finished(second, folder)
     assert "] training" not in second.stderr and "] evaluating" not in second.stderr
     assert before == {name: (folder / name / "run.json").stat().st_mtime_ns for name in records}
+
+
+def test_compare_rungs_plans_only_those_rungs_in_their_places(tmp_path):
+    _, runs, _ = plan(["experiment=ladder", "compare.rungs=[ladder_m,ladder_xs]", *local_overrides(tmp_path)])
+    assert {(run.size, run.rung) for run in runs} == {("ladder_xs", 0), ("ladder_m", 2)}
+    assert len(runs) == 2 * 4 * 3  # every variant and seed of the two rungs
+
+
+@pytest.mark.parametrize("overrides, says", [
+    (["experiment=ladder", "compare.rungs=[ladder_l]"], "compare.rungs: unknown rung 'ladder_l'; valid: ladder_m"),
+    (["experiment=families", "compare.rungs=[ladder_xs]"], "experiment families has no experiment.ladder"),
+    (["experiment=ladder", "compare.rungs=ladder_xs"], "compare.rungs"),
+])
+def test_bad_compare_rungs_are_one_line(overrides, says, tmp_path):
+    with pytest.raises(UserError) as error:
+        plan([*overrides, *local_overrides(tmp_path)])
+    assert says in str(error.value) and "\n" not in str(error.value)

@@ -53,8 +53,8 @@ def write_ladder_report(folder: Path | str) -> Path:
     blocks.append(("p", _provenance(folder, rungs, runs)))
     blocks.append(("h2", "Scaling"))
     if points.empty:
-        blocks.append(("p", "No completed run of this ladder has a scaling metric yet (held-out bits/byte, the "
-                            "minimal pairs or the next-line choice): run `arches compare` to finish it."))
+        blocks.append(("p", ("No completed run of this ladder has a scaling metric yet (held-out bits/byte, the "
+                             "minimal pairs or the next-line choice): run `arches compare` to finish it.")))
     else:
         for heading, items in reading(results, rungs):
             blocks += [("p", f"**{heading}.**"), ("ul", items)]

@@ -219,7 +219,7 @@ def order_text(scores: dict[str, float], higher_is_better: bool) -> str:
     """'gpt > glm = t5': best first, equal means (a tie, e.g. every variant at chance) joined by '='."""
     ranked = sorted(scores, key=lambda v: -scores[v] if higher_is_better else scores[v])
     text = ranked[0]
-    for before, variant in zip(ranked, ranked[1:]):
+    for before, variant in itertools.pairwise(ranked):
         text += (" = " if abs(scores[before] - scores[variant]) <= TIE else " > ") + variant
     return text
 
@@ -262,7 +262,7 @@ def _order_reading(result: MetricFits, sizes: dict) -> list[str]:
                      + " (means over seeds).")
     flips = []
     ordered = sorted(means)
-    for low, high in zip(ordered, ordered[1:]):
+    for low, high in itertools.pairwise(ordered):
         for a, b in itertools.combinations(sorted(set(means[low]) & set(means[high])), 2):
             if (means[low][a] - means[low][b]) * (means[high][a] - means[high][b]) < 0:
                 flips.append(f"{a}–{b} between {sizes[low]} and {sizes[high]}")
@@ -314,9 +314,9 @@ def _crossover_reading(result: MetricFits) -> list[str]:
 
 def _caveats(rungs: int, seeds: list[int]) -> list[str]:
     measured = next((text for n, text in COVERAGE if rungs <= n), COVERAGE[-1][1])
-    items = [f"{rungs} rungs with {'/'.join(map(str, seeds))} seed(s) each. The bootstrap holds the rungs fixed; on "
-             f"synthetic ladders of this shape its 95% intervals covered the truth at {measured}, so read them as "
-             f"lower bounds on the uncertainty."]
+    items = [(f"{rungs} rungs with {'/'.join(map(str, seeds))} seed(s) each. The bootstrap holds the rungs fixed; "
+              f"on synthetic ladders of this shape its 95% intervals covered the truth at {measured}, so read them "
+              f"as lower bounds on the uncertainty.")]
     if rungs <= 3:
         items.append(f"With {rungs} rungs each curve has as many parameters as rungs: it passes through the rung "
                      f"means, so between rungs it interpolates, and beyond them no rung checks its extrapolation.")
