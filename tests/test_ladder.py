@@ -146,9 +146,16 @@ def finished(result: subprocess.CompletedProcess, folder: Path) -> None:
 
 
 def test_a_ladder_trains_each_rung_once_then_skips_it(tmp_path):
-    first = subprocess.run(ladder_cmd(tmp_path), capture_output=True, text=True, env=env(), timeout=300)
+    # one rung first, as one job of a cluster would (compare.rungs), keeping its place in the ladder
+    one = subprocess.run(ladder_cmd(tmp_path, "compare.rungs=[ladder_xs]"), capture_output=True, text=True,
+                         env=env(), timeout=300)
     folder = tmp_path / "results" / "families-quick"
+    assert one.returncode == 0, one.stderr[-3000:]
+    assert [p.parent.parent.name for p in folder.glob("*/*/run.json")] == ["ladder_xs"]
+    assert json.loads((folder / "ladder_xs" / "gpt-seed0" / "run.json").read_text())["ladder_rung"] == 1
+    first = subprocess.run(ladder_cmd(tmp_path), capture_output=True, text=True, env=env(), timeout=300)
     finished(first, folder)
+    assert "training gpt debug" in first.stderr and "training gpt ladder_xs" not in first.stderr
     records = {f"{p.parent.parent.name}/{p.parent.name}": json.loads(p.read_text()) for p in folder.glob("*/*/run.json")}
     assert set(records) == {"debug/gpt-seed0", "ladder_xs/gpt-seed0"}
     for name, rung, size in (("debug/gpt-seed0", 0, "debug"), ("ladder_xs/gpt-seed0", 1, "ladder_xs")):
