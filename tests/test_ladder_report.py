@@ -108,6 +108,7 @@ def test_an_accuracy_at_chance_gets_no_crossing(tmp_path):
     text = report.write_report(folder).read_text()
 
     assert "bert's curve is flat at chance" in text
+    assert "bert stays at chance (a flat fit): its place in each order is noise." in text
     assert "| minimal-pair accuracy ↑ | gpt – bert | not identified |" in text or \
            "| minimal-pair accuracy ↑ | bert – gpt | not identified |" in text
     assert pd.read_csv(folder / "crossovers.csv").empty  # nothing estimated, so nothing claimed

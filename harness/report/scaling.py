@@ -33,6 +33,7 @@ COVERAGE = ((3, "0.88-0.89 for E, A and α, 0.78 for the curve at the largest ru
 FLAT = 0.01  # a logistic whose ceiling is within this of chance never left chance
 TIE = 1e-12
 NO_FLOOR = "without a floor in these rungs (E → 0)"
+FLAT_AT_CHANCE = "flat at chance"
 
 
 @dataclass(frozen=True)
@@ -87,7 +88,7 @@ def fit_flag(fit, rows: pd.DataFrame) -> str | None:
     anywhere in that gap; a power law whose floor E falls to 0 shows no floor here."""
     if fit.form == "logistic":
         if fit.parameters["top"].estimate - fit.chance < FLAT:
-            return "flat at chance"
+            return FLAT_AT_CHANCE
         gaps = np.diff(np.log(np.unique(rows["x"])))
         k = fit.parameters["k"].estimate
         if k > 0 and 4 / k < gaps.min():
@@ -254,6 +255,13 @@ def _order_reading(result: MetricFits, sizes: dict) -> list[str]:
     means = rung_means(result.points, list(dict.fromkeys(result.points["variant"])))
     leaders = {rung: _leaders(scores, better) for rung, scores in means.items() if scores}
     items = []
+    flat = [v for v in dict.fromkeys(result.points["variant"]) if result.flags.get(v) == FLAT_AT_CHANCE]
+    if flat and len(flat) == result.points["variant"].nunique():
+        items.append(f"Every variant stays at chance ({', '.join(flat)}: each fit is flat), so the orders below are "
+                     f"noise, not findings.")
+    elif flat:
+        items.append(f"{', '.join(flat)} {'stays' if len(flat) == 1 else 'stay'} at chance (a flat fit): "
+                     f"{'its' if len(flat) == 1 else 'their'} place in each order is noise.")
     if len(set(leaders.values())) == 1:
         items.append(f"{next(iter(leaders.values()))} leads at every rung ({', '.join(sizes[r] for r in leaders)}; "
                      f"means over seeds).")
