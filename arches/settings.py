@@ -132,6 +132,11 @@ DATA_COMMON = {
     "val_fraction": _real("0.05", **FRACTION),
     "test_fraction": _real("0.05", **FRACTION),
     "num_workers": _count(0, "0"),
+    # streaming preparation (arches.data.stream): bounded memory, shards, processes
+    "stream": Flag(example="false"),
+    "num_proc": _count(1, "2"),
+    "shard_bytes": _count(1, "67108864"),
+    "tokenizer_sample_bytes": _count(1, "100000000"),
 }
 DATA_BY_SOURCE = {
     "classics": {},

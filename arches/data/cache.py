@@ -28,6 +28,7 @@ from arches.data.hf import HFSource
 from arches.data.local import LocalSource
 from arches.data.sources import CACHE_VERSION, CorpusSource, Document, sha256_hex
 from arches.data.splits import SPLITS, split_documents, text_pieces, tokenize_split, unique_names
+from arches.data.stream import build_streamed_entry, layout_settings
 from arches.data.tokenizer import Specials, load_tokenizer, tokenizer_hash, train_tokenizer
 from arches.errors import UserError, unknown
 
@@ -103,7 +104,9 @@ def _check_split(split: str) -> str:
 
 
 def cache_key(content_hash: str, vocab_size: int | None, tokenizer_file_hash: str | None,
-              val_fraction: float, test_fraction: float) -> str:  # fmt: skip
+              val_fraction: float, test_fraction: float, layout: dict | None = None) -> str:  # fmt: skip
+    """The entry's key. `layout`: a streamed entry's own settings (arches.data.stream); absent
+    for the in-memory layout, so its keys, the embedded default's included, never change."""
     spec = {
         "version": CACHE_VERSION,
         "corpus": content_hash,
@@ -113,6 +116,8 @@ def cache_key(content_hash: str, vocab_size: int | None, tokenizer_file_hash: st
         "val_fraction": float(val_fraction),
         "test_fraction": float(test_fraction),
     }
+    if layout is not None:
+        spec["layout"] = layout
     return sha256_hex(json.dumps(spec, sort_keys=True))[:20]
 
 
@@ -291,6 +296,18 @@ def _check_data_cfg(data_cfg: Any) -> None:
     check_data_section(data_cfg)
 
 
+def entry_key(data_cfg: Any, source: CorpusSource, tokenizer_file: Path | None) -> str:
+    """The cache key of the entry `prepare` builds for these data settings."""
+    return cache_key(
+        source.content_hash(),
+        data_cfg.get("vocab_size", 8192),
+        tokenizer_hash(tokenizer_file) if tokenizer_file else None,
+        data_cfg.get("val_fraction", 0.05),
+        data_cfg.get("test_fraction", 0.05),
+        layout_settings(data_cfg, tokenizer_file) if data_cfg.get("stream") else None,
+    )
+
+
 def prepare(cfg: Any) -> PreparedData:
     """Build or reuse the cache entry for `cfg.data` under `cfg.cache_dir` (the root config)."""
     data_cfg = cfg.data
@@ -302,13 +319,7 @@ def prepare(cfg: Any) -> PreparedData:
         tokenizer_file = Path(str(data_cfg.tokenizer_path)).expanduser()
         if not tokenizer_file.is_absolute():
             tokenizer_file = Path.cwd() / tokenizer_file
-    key = cache_key(
-        source.content_hash(),
-        data_cfg.get("vocab_size", 8192),
-        tokenizer_hash(tokenizer_file) if tokenizer_file else None,
-        data_cfg.get("val_fraction", 0.05),
-        data_cfg.get("test_fraction", 0.05),
-    )
+    key = entry_key(data_cfg, source, tokenizer_file)
     corpora = cache_root / "corpora"
     entry = corpora / key
     for folder in remove_stale_temps(corpora, key):
@@ -319,4 +330,6 @@ def prepare(cfg: Any) -> PreparedData:
         return prepared
     if entry.exists():  # incomplete (damaged by hand): never trusted
         shutil.rmtree(entry)
+    if data_cfg.get("stream"):  # bounded memory, shards, processes; resumable (<key>.partial/)
+        return build_streamed_entry(source, data_cfg, entry, tokenizer_file)
     return build_entry(source, data_cfg, entry, tokenizer_file)

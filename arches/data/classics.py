@@ -7,7 +7,7 @@ import re
 import subprocess
 import sys
 import tarfile
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
@@ -177,7 +177,11 @@ class ClassicsSource:
         return [self.downloads / a.filename for a in self.archives]
 
     def documents(self) -> list[Document]:
-        documents = []
+        return list(self.iter_documents())
+
+    def iter_documents(self) -> Iterator[Document]:
         for path, archive in zip(self.fetch(), self.archives, strict=True):
-            documents.extend(read_archive(path, archive))
-        return documents
+            yield from read_archive(path, archive)
+
+    def total_bytes(self) -> None:  # the text is inside archives: its size is known once read
+        return None

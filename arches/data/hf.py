@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +30,13 @@ class HFSource:
         return sha256_hex(json.dumps({"hf": identity, "version": CACHE_VERSION}))
 
     def documents(self) -> list[Document]:
+        return list(self.iter_documents())
+
+    def total_bytes(self) -> None:
+        return None
+
+    def iter_documents(self) -> Iterator[Document]:
+        """Rows as they arrive: with `streaming: true` the dataset is never held in memory."""
         # Checked before importing `datasets`, which would otherwise wait on network timeouts.
         reason = None if Path(self.name).exists() else hub.unreachable()
         if reason:
@@ -43,18 +50,19 @@ class HFSource:
             rows: Iterable[dict[str, Any]] = dataset
             if self.max_documents is not None and not self.streaming:
                 rows = dataset.select(range(min(int(self.max_documents), len(dataset))))
-            documents = []
+            yielded = False
             for index, row in enumerate(rows):
                 if self.max_documents is not None and index >= int(self.max_documents):
                     break
                 if self.text_field not in row:
                     raise UserError(
-                        f"dataset {self.name} has no field '{self.text_field}' (it has: {', '.join(row)}); "
-                        "set data.text_field"
+                        f"dataset {self.name} row {index} has no field '{self.text_field}' (it has: "
+                        f"{', '.join(row)}); set data.text_field"
                     )
                 text = row[self.text_field]
                 if isinstance(text, str) and text.strip():
-                    documents.append(Document(f"{self.name}/{self.split}/{index}", text))
+                    yielded = True
+                    yield Document(f"{self.name}/{self.split}/{index}", text)
         except UserError:
             raise
         except Exception as error:
@@ -68,6 +76,5 @@ class HFSource:
                 )
                 raise UserError(message) from error
             raise
-        if not documents:
+        if not yielded:
             raise UserError(f"dataset {self.name} split {self.split} has no text in field '{self.text_field}'")
-        return documents

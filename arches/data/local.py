@@ -62,23 +62,37 @@ class LocalSource:
         return sha256_hex(json.dumps({"local": entries, "text_field": self.text_field, "version": CACHE_VERSION}))
 
     def documents(self) -> list[Document]:
-        documents: list[Document] = []
+        return list(self.iter_documents())
+
+    def total_bytes(self) -> int:
+        return sum(file.stat().st_size for _, file in self.files())
+
+    def iter_documents(self) -> Iterator[Document]:
+        """One file at a time, a .jsonl line by line and a .parquet batch by batch: memory is
+        bounded by the largest .txt file (one document), never by the corpus."""
+        yielded = False
         for name, file in self.files():
             suffix = file.suffix.lower()
             if suffix == ".txt":
                 text, replaced = decode_text(file.read_bytes())
-                documents.append(Document(name, text.removeprefix("\ufeff"), replaced))
+                documents: Iterable[Document] = [Document(name, text.removeprefix("\ufeff"), replaced)]
             elif suffix == ".jsonl":
-                documents.extend(self._jsonl(name, file))
+                documents = self._jsonl(name, file)
             else:
-                documents.extend(self._parquet(name, file))
-        documents = [d for d in documents if d.text.strip()]
-        if not documents:
+                documents = self._parquet(name, file)
+            for document in documents:
+                if document.text.strip():
+                    yielded = True
+                    yield document
+        if not yielded:
             raise UserError(f"data.paths={self.paths} holds no text; point data.paths at non-empty files")
-        return documents
 
     def _jsonl(self, name: str, file: Path) -> Iterator[Document]:
-        for number, raw in enumerate(file.read_bytes().split(b"\n"), start=1):
+        with open(file, "rb") as handle:
+            yield from self._jsonl_lines(name, file, handle)
+
+    def _jsonl_lines(self, name: str, file: Path, lines: Iterable[bytes]) -> Iterator[Document]:
+        for number, raw in enumerate(_lines(lines), start=1):
             if not raw.strip():
                 continue
             line, replaced = decode_text(raw)
@@ -108,7 +122,8 @@ class LocalSource:
                 f"{file} has no column '{self.text_field}' (it has: {', '.join(columns)}); "
                 "set data.text_field to the column holding the text"
             )
-        values = pq.read_table(file, columns=[self.text_field]).column(0).to_pylist()
+        values = (value for batch in pq.ParquetFile(file).iter_batches(columns=[self.text_field], batch_size=1024)
+                  for value in batch.column(0).to_pylist())
         for row, value in enumerate(values):
             if value is None:
                 continue
@@ -119,3 +134,9 @@ class LocalSource:
             else:
                 raise UserError(f"{file} row {row}: column '{self.text_field}' is not text")
             yield Document(f"{name}:{row}", text, replaced)
+
+
+def _lines(handle: Iterable[bytes]) -> Iterator[bytes]:
+    """A binary file's lines without their b"\n" (numbered as bytes.split(b"\n") numbers them)."""
+    for line in handle:
+        yield line[:-1] if line.endswith(b"\n") else line

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -30,6 +31,12 @@ class CorpusSource(Protocol):
 
     def documents(self) -> list[Document]:
         """Every document, in a fixed order, with unique names."""
+
+    def iter_documents(self) -> Iterator[Document]:
+        """The same documents in the same order, read as they are consumed (arches.data.stream)."""
+
+    def total_bytes(self) -> int | None:
+        """The input's size where it is known without reading it (a progress bar's total), else None."""
 
 
 def sha256_hex(data: bytes | str) -> str:
