@@ -211,6 +211,7 @@ def test_a_corpus_many_times_the_memory_it_is_prepared_in_trains(tmp_path):
     bounded = ["data.shard_bytes=1000000", "data.tokenizer_sample_bytes=1000000"]
     idle = peak_rss_bytes(prepare_cmd(*overrides(small, tmp_path / "cache-small", *bounded)))
     peak = peak_rss_bytes(prepare_cmd(*overrides(big, tmp_path / "cache", *bounded)))
+    print(f"corpus {size / 1e6:.1f} MB, idle prepare {idle / 1e6:.0f} MB, this one {peak / 1e6:.0f} MB")
     assert peak - idle < size / 10, (peak, idle, size)
 
     trained = subprocess.run(

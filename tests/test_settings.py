@@ -134,7 +134,7 @@ CASES = [
     # compare
     ("compare", ["quick=no"], "must be true or false"),
     ("compare", ["compare.rerun_mismatched=yes"], "must be true or false"),
-    ("compare", ["compare.rerun=true"], "Did you mean 'compare.rerun_mismatched'?"),
+    ("compare", ["compare.rerun_mismatch=true"], "Did you mean 'compare.rerun_mismatched'?"),
     ("compare", ["eval.limit=abc"], "null or auto"),
     ("compare", ["eval.num_fewshot=[a]"], "integers >= 0"),
     ("compare", ["train.lr=-1e-3"], "must be a number > 0"),
