@@ -269,7 +269,8 @@ def test_cli_prints_the_table_and_hits_the_cache(tiny_corpus_dir, tmp_path):
 
 def test_only_the_windows_module_imports_torch():
     # a cached `arches data prepare` stays fast because torch and lightning load only with arches.data.windows
-    modules = ", ".join(f"arches.data.{name}" for name in ("cache", "classics", "command", "hf", "local", "splits"))
+    modules = ", ".join(f"arches.data.{name}" for name in ("cache", "classics", "command", "hf", "local", "splits",
+                                                                  "stream", "shards", "workers"))
     code = f"import sys, {modules}; print(sorted(m for m in ('torch', 'lightning') if m in sys.modules))"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0 and result.stdout.strip() == "[]", result.stderr

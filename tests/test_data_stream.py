@@ -139,11 +139,15 @@ def one_line(result: subprocess.CompletedProcess) -> str:
     return lines[0]
 
 
-def test_a_corrupted_shard_is_one_line_and_nothing_is_complete(corpus, tmp_path):
+@pytest.mark.parametrize("damage", ["corrupted", "truncated"])
+def test_a_damaged_shard_is_one_line_and_nothing_is_complete(damage, corpus, tmp_path):
     partial = killed_prepare(corpus, tmp_path / "cache")
     victim = sorted((partial / "shards").glob("*.train.bin"))[0]
     data = bytearray(victim.read_bytes())
-    data[len(data) // 2] ^= 0xFF
+    if damage == "corrupted":
+        data[len(data) // 2] ^= 0xFF
+    else:
+        del data[len(data) // 2 :]
     victim.write_bytes(bytes(data))
 
     result = subprocess.run(prepare_cmd(*overrides(corpus, tmp_path / "cache")), capture_output=True, text=True,
@@ -233,3 +237,28 @@ def test_the_embedded_default_keeps_its_cache_keys():
         source = build_source(cfg.data, "/nonexistent")
         assert entry_key(cfg.data, source, None) == key
         assert entry_key(compose([*overrides_, "data.stream=true"]).data, source, None) != key
+
+
+def test_a_source_with_no_text_is_one_line(tmp_path):
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    (corpus / "blank.jsonl").write_text("".join(json.dumps({"text": "  \n "}) + "\n" for _ in range(5)))
+    result = subprocess.run(prepare_cmd(*overrides(corpus, tmp_path / "cache")), capture_output=True, text=True,
+                            env=env(), timeout=300)
+    assert "holds no text" in one_line(result)
+    assert not any(entry_is_complete(p) for p in (tmp_path / "cache" / "corpora").iterdir())
+
+
+def test_a_streamed_hf_dataset_is_prepared_without_holding_it(tmp_path, monkeypatch):
+    # `datasets.load_dataset(..., streaming=True)` on a local folder: the hf path, offline
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf_home"))
+    write_jsonl(tmp_path / "dataset" / "train.jsonl", 1.0)
+    rows = (tmp_path / "dataset" / "train.jsonl").read_text().splitlines()
+    cfg = compose(["data=hf", f"data.name={tmp_path / 'dataset'}", "data.streaming=true", "data.vocab_size=512",
+                   "data.seq_len=64", f"cache_dir={tmp_path / 'cache'}", "data.stream=true",
+                   "data.shard_bytes=200000", "data.tokenizer_sample_bytes=400000"])
+    prepared = prepare(cfg)
+    names = [name for split in SPLITS for name in prepared.splits()[split]]
+    assert sorted(names, key=lambda n: int(n.rsplit("/", 1)[1])) == [
+        f"{tmp_path / 'dataset'}/train/{i}" for i in range(len(rows))]
+    assert prepared.stats["layout"] == "stream-1" and prepared.stats["shards"] >= 4
