@@ -19,6 +19,11 @@ from arches.registry import family, model_config, plain
 from harness.compare import plan
 
 EXPERIMENTS = group_choices("experiment")
+# ladder_gpu's rungs are 23M-740M parameters, and quick=true keeps a ladder's sizes: one of
+# its training steps on a CPU takes minutes and, for t5 at `base`, more memory than a CI
+# machine has (it was OOM-killed at 23 GB). Its plan is tested with every experiment's; its
+# training is the GPU's.
+CPU_EXPERIMENTS = [name for name in EXPERIMENTS if name != "ladder_gpu"]
 
 
 def local_overrides(tmp_path: Path) -> list[str]:
@@ -41,7 +46,7 @@ def test_every_shipped_experiment_runs_three_seeds_and_quick_runs_one(experiment
     assert {run.seed for run in chosen} == {3, 4}  # the user's seeds win over quick's
 
 
-@pytest.mark.parametrize("experiment", EXPERIMENTS)
+@pytest.mark.parametrize("experiment", CPU_EXPERIMENTS)
 def test_experiment_composes_and_each_variant_trains_one_step(experiment, tmp_path):
     from arches.train.loop import train
 
