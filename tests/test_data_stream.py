@@ -262,3 +262,20 @@ def test_a_streamed_hf_dataset_is_prepared_without_holding_it(tmp_path, monkeypa
     assert sorted(names, key=lambda n: int(n.rsplit("/", 1)[1])) == [
         f"{tmp_path / 'dataset'}/train/{i}" for i in range(len(rows))]
     assert prepared.stats["layout"] == "stream-1" and prepared.stats["shards"] >= 4
+
+
+def test_the_new_data_keys_change_no_run_name_and_no_old_run_folder():
+    # run names computed by arches at 566b159, before data.stream and its keys existed: the same
+    # command still finds its run folder, and a config saved then still resumes
+    from arches.config import to_container
+    from arches.train.resume import config_differences, run_name
+
+    assert run_name(compose([])) == "gpt-tiny-classics-seed0-3eb1f913"
+    assert run_name(compose(["arch=gpt", "size=debug", "data=local", "data.paths=[x]"])) == \
+        "gpt-debug-local-seed0-ba1ddf45"
+    saved = to_container(compose([]))
+    for key in ("stream", "num_proc", "shard_bytes", "tokenizer_sample_bytes"):
+        saved["data"].pop(key)
+    assert config_differences(saved, to_container(compose(["data.num_proc=2"]))) is None
+    assert "data.stream=(unset) there, True here" in config_differences(saved, to_container(compose(["data.stream=true"])))
+    assert run_name(compose(["data.stream=true"])) != "gpt-tiny-classics-seed0-3eb1f913"

@@ -32,7 +32,13 @@ FREE_KEYS = (
     # how the model computes, not what (arches.core.config.SpeedConfig): a run may resume with other choices
     "trainer.compile", "train.attention_backend", "train.loss_chunk_size", "train.activation_checkpointing",
     "train.fused_adamw", "train.tf32",
+    # how a corpus is prepared, not what it holds (arches.data.stream: the same shards at any num_proc)
+    "data.num_proc", "data.shard_bytes",
 )  # fmt: skip
+# Keys added after run folders were written, each with the value that does what every run did
+# before the key existed: a saved config without the key matches that value, and the key at
+# that value is left out of the run name's hash, so the same command still finds its folder.
+ADDED_KEYS = {"data.stream": False, "data.tokenizer_sample_bytes": 100_000_000}
 
 
 def resume_mode(cfg: DictConfig) -> str:
@@ -57,10 +63,16 @@ def _free(key: str) -> bool:
     return any(key == free or key.startswith(f"{free}.") for free in FREE_KEYS)
 
 
+def _as_before(key: str, flat: dict) -> bool:
+    """The key is one of ADDED_KEYS, absent or at the value that does what runs did before it."""
+    return key in ADDED_KEYS and flat.get(key, ADDED_KEYS[key]) == ADDED_KEYS[key]
+
+
 def config_hash(resolved: dict) -> str:
     """A short hash of every key that shapes training (not FREE_KEYS): two configs share it
     exactly when `check_same_config` lets one resume the other."""
-    shaping = {key: value for key, value in _flatten(resolved).items() if not _free(key)}
+    flat = _flatten(resolved)
+    shaping = {key: value for key, value in flat.items() if not _free(key) and not _as_before(key, flat)}
     text = json.dumps(shaping, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:8]
 
@@ -78,7 +90,8 @@ def config_differences(saved: dict, wanted: dict) -> str | None:
     """The first keys that shape training and differ between two resolved configs, as
     one phrase ("train.max_tokens=4096 there, 400000 here; ..."), or None when none does."""
     old, new = _flatten(saved), _flatten(wanted)
-    differs = sorted(k for k in set(old) | set(new) if not _free(k) and old.get(k) != new.get(k))
+    differs = sorted(k for k in set(old) | set(new)
+                     if not _free(k) and old.get(k) != new.get(k) and not (_as_before(k, old) and _as_before(k, new)))
     if not differs:
         return None
     shown = "; ".join(f"{k}={old.get(k, '(unset)')} there, {new.get(k, '(unset)')} here" for k in differs[:3])
