@@ -47,7 +47,7 @@ from datatrove.utils.tokenization import PipelineStepWithTokenizer
 
 from arches.data.cache import PreparedData, build_source, entry_key, load_entry
 from arches.data.local import LocalSource
-from arches.data.sources import CACHE_VERSION, decode_text
+from arches.data.sources import CACHE_VERSION
 from arches.data.splits import SPLITS, text_pieces
 from arches.data.stream import split_of
 from arches.data.tokenizer import Specials, load_tokenizer, tokenizer_hash
@@ -86,22 +86,13 @@ class ArchesLocalReader(PipelineStep):
         if world_size != len(self.blocks):
             raise UserError(f"the pipeline was built for {len(self.blocks)} tasks, not {world_size}; rebuild it")
         start, stop = self.blocks[rank]
-        source = LocalSource([], self.text_field)  # its readers, one file at a time (as iter_documents)
+        source = LocalSource([], self.text_field)  # its reader, one file at a time (as iter_documents)
         for name, path in self.files[start:stop]:
-            file = Path(path)
-            suffix = file.suffix.lower()
-            if suffix == ".txt":
-                text, replaced = decode_text(file.read_bytes())
-                documents = [(name, text.removeprefix("\ufeff"), replaced)]
-            else:
-                lines = source._jsonl(name, file) if suffix == ".jsonl" else source._parquet(name, file)
-                documents = ((d.name, d.text, d.replaced_bytes) for d in lines)
-            for doc_name, text, replaced in documents:
-                if not text.strip():
-                    continue  # as LocalSource.iter_documents
-                split = split_of(doc_name, self.val_fraction, self.test_fraction)
+            for document in source.file_documents(name, Path(path)):
+                split = split_of(document.name, self.val_fraction, self.test_fraction)
                 self.stat_update(split)
-                yield EngineDocument(text=text, id=doc_name, metadata={"split": split, "replaced_bytes": replaced})
+                yield EngineDocument(text=document.text, id=document.name,
+                                     metadata={"split": split, "replaced_bytes": document.replaced_bytes})
 
 
 class ArchesSplitTokenizer(PipelineStepWithTokenizer):

@@ -72,20 +72,24 @@ class LocalSource:
         bounded by the largest .txt file (one document), never by the corpus."""
         yielded = False
         for name, file in self.files():
-            suffix = file.suffix.lower()
-            if suffix == ".txt":
-                text, replaced = decode_text(file.read_bytes())
-                documents: Iterable[Document] = [Document(name, text.removeprefix("\ufeff"), replaced)]
-            elif suffix == ".jsonl":
-                documents = self._jsonl(name, file)
-            else:
-                documents = self._parquet(name, file)
-            for document in documents:
-                if document.text.strip():
-                    yielded = True
-                    yield document
+            for document in self.file_documents(name, file):
+                yielded = True
+                yield document
         if not yielded:
             raise UserError(f"data.paths={self.paths} holds no text; point data.paths at non-empty files")
+
+    def file_documents(self, name: str, file: Path) -> Iterator[Document]:
+        """One file's documents with text (blank ones skipped), named `name` or `name:<row>`;
+        also the reader of arches.data.engine's tasks."""
+        suffix = file.suffix.lower()
+        if suffix == ".txt":
+            text, replaced = decode_text(file.read_bytes())
+            documents: Iterable[Document] = [Document(name, text.removeprefix("\ufeff"), replaced)]
+        elif suffix == ".jsonl":
+            documents = self._jsonl(name, file)
+        else:
+            documents = self._parquet(name, file)
+        yield from (document for document in documents if document.text.strip())
 
     def _jsonl(self, name: str, file: Path) -> Iterator[Document]:
         with open(file, "rb") as handle:

@@ -201,7 +201,7 @@ def agreement_table(results: list[MetricFits]) -> pd.DataFrame:
         agreement = result.agreement
         if agreement is None:
             continue
-        means = {size: scores for size, scores in _means_by_size(result).items()}
+        means = _means_by_size(result)
         for rung, tau, p in zip(agreement.rungs, agreement.taus, agreement.p_values):
             rows.append({"metric": result.metric.label, "rung": rung,
                          "order (best first)": order_text(means[rung], result.metric.higher_is_better),
