@@ -39,11 +39,12 @@ class KVCache:
 class AttentionInputs:
     """What a self-attention layer needs besides x, computed once per forward."""
 
-    mask: torch.Tensor | None = None  # bool (B|1, 1, T, S), True = attend
+    # bool (B|1, 1, T, S), True = attend; or additive float (B|1, H|1, T, S), -inf = hidden,
+    # where the stack has merged a position bias (ALiBi, T5's) into the mask
+    mask: torch.Tensor | None = None
     is_causal: bool = False  # use SDPA's causal kernel instead of a mask
     rope: tuple[torch.Tensor, torch.Tensor] | None = None  # cos, sin for the queries (B, 1, T, r)
     rope_keys: tuple[torch.Tensor, torch.Tensor] | None = None  # for the new keys; = rope if None
-    bias: torch.Tensor | None = None  # additive (B, H, T, S), e.g. ALiBi
     cache: KVCache | None = None
     block_mask: Any = None  # a FlexAttention BlockMask: attention runs through flex_attention instead of SDPA
 
@@ -105,13 +106,8 @@ class Attention(nn.Module):
             out = flex_attention(q, k, v, inputs.block_mask)  # (B, H, T, hd)
             return self.out_proj(out.transpose(1, 2).reshape(batch, length, self.n_heads * self.head_dim))
         mask = inputs.mask
-        if inputs.bias is not None:
-            bias = inputs.bias.to(q.dtype)
-            if mask is not None:
-                bias = bias.masked_fill(~mask, float("-inf"))
-            elif inputs.is_causal:
-                bias = bias.masked_fill(~torch.ones(length, k.shape[2], dtype=torch.bool, device=q.device).tril(k.shape[2] - length), float("-inf"))
-            mask = bias
+        if mask is not None and mask.dtype != torch.bool:
+            mask = mask.to(q.dtype)  # an additive mask in the attention's dtype (bf16 under autocast)
         is_causal = inputs.is_causal and mask is None
         out = F.scaled_dot_product_attention(
             q, k, v, attn_mask=mask, is_causal=is_causal, dropout_p=self.dropout if self.training else 0.0

@@ -70,6 +70,15 @@ def with_self(mask: torch.Tensor) -> torch.Tensor:
     return mask | torch.eye(length, dtype=torch.bool, device=mask.device)
 
 
+def with_bias(bias: torch.Tensor, mask: torch.Tensor | None, is_causal: bool, key_length: int) -> torch.Tensor:
+    """An additive bias (ALiBi, T5's relative bias) and the boolean mask as one additive
+    mask: -inf where the mask hides a key. Built once per forward pass, not per layer."""
+    if mask is None and is_causal:
+        length = bias.shape[-2]
+        mask = torch.ones(length, key_length, dtype=torch.bool, device=bias.device).tril(key_length - length)
+    return bias if mask is None else bias.masked_fill(~mask, float("-inf"))
+
+
 @dataclass
 class AttentionMask:
     """A self-attention mask described by its parts rather than as a T x T tensor, so it

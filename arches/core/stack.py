@@ -120,9 +120,13 @@ class Transformer(nn.Module):
                 is_causal = True
             else:
                 mask = parts.dense(length, tokens.device)
-        default_positions = torch.arange(offset, offset + length, device=tokens.device).expand(batch, length)
-        if position_ids is None:
-            position_ids = default_positions
+        # every row's positions are the default ones unless given: the RoPE tables and the
+        # ALiBi and T5 biases are then computed for one row and broadcast over the batch
+        # (T5's relative bias per row made its table's backward a tenth of a CPU step)
+        shared_positions = position_ids is None
+        if shared_positions:
+            position_ids = torch.arange(offset, offset + length, device=tokens.device).expand(batch, length)
+        table_positions = position_ids[:1] if shared_positions else position_ids
         if is_causal and (offset or mask is not None):
             # SDPA's is_causal aligns to the top-left and is not combined with a mask:
             # with cached keys or a mask, spell the causal mask out
@@ -132,15 +136,17 @@ class Transformer(nn.Module):
             mask = masks.with_self(mask)
         inputs = AttentionInputs(mask=mask, is_causal=is_causal, cache=cache, block_mask=block_mask)
         if self.cfg.position == "rope":
-            inputs.rope = rope_cos_sin(position_ids, self.cfg.rotary_dim, self.cfg.rope_base)
+            inputs.rope = rope_cos_sin(table_positions, self.cfg.rotary_dim, self.cfg.rope_base)
         elif self.cfg.position in ("alibi", "t5_relative"):
-            key_positions = position_ids
+            key_positions = table_positions
             if offset:  # cached keys sit at the default positions before this chunk
-                key_positions = torch.arange(offset + length, device=tokens.device).expand(batch, -1)
+                key_positions = torch.arange(offset + length, device=tokens.device).expand(len(table_positions), -1)
             if self.cfg.position == "alibi":
-                inputs.bias = alibi_bias(self.alibi_slopes, position_ids, key_positions)
+                bias = alibi_bias(self.alibi_slopes, table_positions, key_positions)
             else:  # computed once, added in every layer (T5's layer 0 computes it and passes it on)
-                inputs.bias = self.relative_bias(position_ids, key_positions)
+                bias = self.relative_bias(table_positions, key_positions)
+            # the bias and the mask become one additive mask, once for every layer
+            inputs.mask, inputs.is_causal = masks.with_bias(bias, mask, is_causal, key_positions.shape[-1]), False
         memory_inputs = AttentionInputs(mask=memory_mask) if memory is not None else None
         x = self.embed(tokens, position_ids, block_position_ids)
         recompute = self.activation_checkpointing and self.training and torch.is_grad_enabled()
