@@ -106,7 +106,7 @@ TRAIN = {
     "checkpoint_interval": _count(1, "100"),
     "keep_checkpoints": _count(1, "2"),
     "attention_backend": Choice(ATTENTION_BACKENDS, example="auto"),
-    "loss_chunk_size": _count(1, "4096", nullable=True),
+    "loss_chunk_size": _count(1, "4096", nullable=True, also=("auto",)),
     "activation_checkpointing": Flag(example="false"),
     "fused_adamw": Choice(AUTO_SWITCH, example="auto"),
     "tf32": Flag(),

@@ -232,13 +232,13 @@ HEAD_CASES = {
 
 
 @pytest.mark.parametrize("name", list(HEAD_CASES))
-@pytest.mark.parametrize("chunk_size", [1, 7, 4096])
-def test_chunked_cross_entropy_matches_the_plain_loss(name: str, chunk_size: int) -> None:
+@pytest.mark.parametrize("chunk_size", [1, 7, 4096, "auto"])
+def test_chunked_cross_entropy_matches_the_plain_loss(name: str, chunk_size: int | str) -> None:
     arch, size = preset(name)
     model = build(arch, size)
     batch = HEAD_CASES[name](arch)
     plain = loss_and_grads(model, batch)
-    apply_speed(model, SpeedConfig(loss_chunk_size=chunk_size))
+    apply_speed(model, SpeedConfig(loss_chunk_size=chunk_size), gpu=False)
     logits, _ = model(batch)
     assert logits is None, "the chunked loss must not form the whole batch's logits"
     assert_same(loss_and_grads(model, batch), plain)
@@ -446,5 +446,5 @@ def test_train_applies_the_speed_settings() -> None:
     with pytest.raises(UserError, match="cannot train on a CPU"):
         _speed(flex_cfg, model_cfg, model, gpu=False)
     defaults = compose([])
-    assert SpeedConfig.from_train(defaults.train) == SpeedConfig(), "the defaults are the plain CPU path"
+    assert SpeedConfig.from_train(defaults.train) == SpeedConfig(), "the config's defaults are SpeedConfig's"
     assert defaults.trainer.compile == "auto" and defaults.train.fused_adamw == "auto"

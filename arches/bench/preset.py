@@ -39,8 +39,9 @@ def speed_settings(model_cfg, settings: Settings) -> SpeedConfig:
 
 def apply_speed(model: nn.Module, settings: Settings) -> dict:
     speed = speed_settings(model.cfg, settings)
-    stack.apply_speed(model, speed)
-    return dataclasses.asdict(speed)
+    stack.apply_speed(model, speed, settings.on_gpu)
+    # the chunk size `auto` chose for this vocabulary and device
+    return {**dataclasses.asdict(speed), "loss_chunk_size": speed.loss_chunk_rows(settings.vocab_size, settings.on_gpu)}
 
 
 def training_batch(arch: dict, settings: Settings, specials: Specials) -> dict[str, torch.Tensor]:

@@ -16,6 +16,9 @@ from arches.core.config import ModelConfig
 from arches.core.positions import apply_rope
 
 
+SDPA_SHARES_KV_HEADS = torch.torch_version.TorchVersion(torch.__version__) >= "2.5"  # SDPA's enable_gqa
+
+
 @dataclass
 class KVCache:
     """Keys and values seen so far, one (k, v) per layer, for incremental decoding."""
@@ -99,17 +102,21 @@ class Attention(nn.Module):
             k = apply_rope(k, *(inputs.rope_keys or inputs.rope))
         if inputs.cache is not None and not self.cross:
             k, v = inputs.cache.update(self.layer_index, k, v)
-        if self.n_kv_heads != self.n_heads:  # grouped / multi-query: share each kv head
+        grouped = self.n_kv_heads != self.n_heads  # grouped / multi-query: each kv head serves several
+        uses_flex = inputs.block_mask is not None and not self.cross
+        if grouped and (uses_flex or not SDPA_SHARES_KV_HEADS):
             repeat = self.n_heads // self.n_kv_heads
             k, v = k.repeat_interleave(repeat, dim=1), v.repeat_interleave(repeat, dim=1)
-        if inputs.block_mask is not None and not self.cross:  # the mask and any padding are in the block mask
+        if uses_flex:  # the mask and any padding are in the block mask
             out = flex_attention(q, k, v, inputs.block_mask)  # (B, H, T, hd)
             return self.out_proj(out.transpose(1, 2).reshape(batch, length, self.n_heads * self.head_dim))
         mask = inputs.mask
         if mask is not None and mask.dtype != torch.bool:
             mask = mask.to(q.dtype)  # an additive mask in the attention's dtype (bf16 under autocast)
         is_causal = inputs.is_causal and mask is None
+        # SDPA shares the kv heads itself (enable_gqa), in its kernels, without the copies
+        gqa = {"enable_gqa": True} if grouped and SDPA_SHARES_KV_HEADS else {}
         out = F.scaled_dot_product_attention(
-            q, k, v, attn_mask=mask, is_causal=is_causal, dropout_p=self.dropout if self.training else 0.0
+            q, k, v, attn_mask=mask, is_causal=is_causal, dropout_p=self.dropout if self.training else 0.0, **gqa
         )  # (B, H, T, hd)
         return self.out_proj(out.transpose(1, 2).reshape(batch, length, self.n_heads * self.head_dim))

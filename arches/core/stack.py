@@ -296,14 +296,15 @@ class ChunkedCrossEntropy(torch.autograd.Function):
         )
 
 
-def apply_speed(model: nn.Module, speed: SpeedConfig) -> nn.Module:
-    """Set how every Transformer stack and LM head of `model` computes (see SpeedConfig)."""
+def apply_speed(model: nn.Module, speed: SpeedConfig, gpu: bool = False) -> nn.Module:
+    """Set how every Transformer stack and LM head of `model` computes (see SpeedConfig),
+    for training on a GPU or (`gpu=False`) a CPU."""
     for module in model.modules():
         if isinstance(module, Transformer):
             module.attention_backend = speed.attention_backend
             module.activation_checkpointing = speed.activation_checkpointing
         elif isinstance(module, LMHead):
-            module.loss_chunk_size = speed.loss_chunk_size
+            module.loss_chunk_size = speed.loss_chunk_rows(module.weight.shape[0], gpu)
     return model
 
 

@@ -117,7 +117,7 @@ def apply_speed_settings(cfg: DictConfig, model_cfg, model, gpu: bool) -> SpeedC
     fused_adamw(cfg.train.get("fused_adamw", "auto"), torch.device("cuda" if gpu else "cpu"))  # validates
     compiled = compile_wanted(cfg.trainer.get("compile", "auto"), gpu)
     tf32 = cfg.train.get("tf32", True)  # a strict boolean (check_train_settings)
-    apply_speed(model, speed)
+    apply_speed(model, speed, gpu)
     if gpu and tf32:
         # float32 matmuls (those outside bf16 autocast) on TF32 tensor cores: the
         # torch.set_float32_matmul_precision docs' "high"
