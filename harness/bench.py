@@ -2,6 +2,9 @@
 
     arches bench [--quick] [arch=gpt,llama,bert,t5,glm] [size=small] [bench.<key>=<value> ...]
 
+On a machine with no GPU it measures the embedded default's scale instead
+(sweeps/bench/cpu.yaml: size tiny, 8 x 256 tokens, vocabulary 8192).
+
 For each preset, `arches.bench` times our training step and its transformers twin's
 (or, for GLM, this harness's decoder's) and each family's scorer. Here, for the
 reference decoder (`bench.reference`, gpt), eval scoring is also timed end to end
@@ -39,6 +42,7 @@ from arches.train.run_folder import write_json
 USAGE = "usage: arches bench [--quick] [arch=gpt,llama,...] [size=<size>] [bench.<key>=<value> ...]"
 DEFAULT_SIZE = "small"  # issue #8's targets are at `small`
 QUICK_SIZE = "debug"
+CPU_SIZE = "tiny"  # the embedded default's size: sweeps/bench/cpu.yaml, where no GPU is visible
 TASK = "arches_bench_choice"
 
 
@@ -75,9 +79,11 @@ def parse(argv: list[str]) -> tuple[list[str] | None, str | None, str, list[str]
                 if key == "bench.quick" and value.lower() in ("true", "1", "yes"):
                     quick = True
                 rest.append(arg)
-    group = group or ("quick" if quick else "default")
+    group = group or ("quick" if quick else "default" if torch.cuda.is_available() else "cpu")
     if size is None and (quick or group == "quick"):
         size = QUICK_SIZE
+    if size is None and group == "cpu":
+        size = CPU_SIZE
     return presets, size, group, rest
 
 

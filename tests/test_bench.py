@@ -151,7 +151,10 @@ def test_without_transformers_the_hf_column_is_skipped_with_a_note(tmp_path, mon
 
 def test_parse_reads_presets_size_and_quick() -> None:
     assert bench.parse(["--quick"]) == (None, "debug", "quick", [])
-    assert bench.parse(["arch=gpt,glm", "size=tiny", "bench.steps=3"]) == (["gpt", "glm"], "tiny", "default", ["bench.steps=3"])
+    here = "default" if torch.cuda.is_available() else "cpu"  # a CPU measures the demo's scale
+    assert bench.parse(["arch=gpt,glm", "size=tiny", "bench.steps=3"]) == (["gpt", "glm"], "tiny", here, ["bench.steps=3"])
+    assert bench.parse([])[1:3] == ((None, "default") if torch.cuda.is_available() else ("tiny", "cpu"))
+    assert bench.parse(["bench=default"])[1:3] == (None, "default"), "bench= chooses the GPU shapes on a CPU too"
     assert bench.parse(["bench.quick=true"])[1:3] == ("debug", "quick")
     assert bench.parse(["bench=quick", "size=tiny"])[1:3] == ("tiny", "quick")
 
