@@ -110,3 +110,51 @@ def test_sdpa_sharing_the_kv_heads_equals_repeating_them(name: str, monkeypatch)
     shared = loss_and_grads(model, family_loss(batch))
     monkeypatch.setattr(attention, "SDPA_SHARES_KV_HEADS", False)
     assert_same(shared, loss_and_grads(model, family_loss(batch)))
+
+
+def stack_of(model: torch.nn.Module) -> torch.nn.Module:
+    """The self-attention stack a scorer reads: the encoder's or decoder's body, T5's encoder."""
+    return model.encoder if hasattr(model, "encoder") else model.body
+
+
+@pytest.mark.parametrize(
+    ("name", "causal", "padded"),
+    [("bert", False, True), ("bert", False, False), ("gpt", True, True), ("gpt", True, False),
+     ("llama", True, True), ("bloom", True, True), ("neox", False, True), ("t5", False, True)],
+)  # fmt: skip
+def test_one_query_per_row_in_the_last_block_equals_the_full_pass(name: str, causal: bool, padded: bool) -> None:
+    """`only_positions`: the last block computes one query per row (pseudo-log-likelihood
+    reads each masked copy at one position); its states equal the full pass's there, for
+    learned, RoPE (llama; neox's partial rotary, parallel block), ALiBi and T5 positions,
+    pre- and post-norm, causal or bidirectional, with padding or SDPA's causal flag."""
+    body = stack_of(build(name).eval())
+    tokens = torch.stack([w["tokens"] for w in windows(3)])
+    positions = torch.tensor([5, 0, SEQ_LEN - 1])
+    is_real = torch.ones_like(tokens, dtype=torch.bool)
+    if padded:
+        is_real[2, SEQ_LEN - 4 : SEQ_LEN - 1] = False  # padded keys before the last one read
+    mask = masks.AttentionMask(causal=causal, is_real=is_real) if padded else None
+    with torch.no_grad():
+        full = body(tokens, mask=mask, is_causal=causal and not padded)
+        got = body(tokens, mask=mask, is_causal=causal and not padded, only_positions=positions)
+    assert got.shape == (3, full.shape[-1])
+    torch.testing.assert_close(got, full[torch.arange(3), positions], atol=ATOL, rtol=0)
+
+
+def test_one_query_per_row_after_flex_attention_blocks(monkeypatch) -> None:
+    """Earlier blocks through FlexAttention's block mask, the last one through the same
+    mask made dense for its rows: the full pass's states at those positions."""
+    pytest.importorskip("torch.nn.attention.flex_attention")
+    import torch.nn.attention.flex_attention as flex_module
+
+    monkeypatch.setattr(flex_module, "_validate_device", lambda *args: None)
+    model = build("bert").eval()
+    apply_speed(model, SpeedConfig(attention_backend="flex"))
+    tokens = torch.stack([w["tokens"] for w in windows(2)])
+    is_real = torch.ones_like(tokens, dtype=torch.bool)
+    is_real[1, -6:] = False
+    positions = torch.tensor([SEQ_LEN - 1, 3])
+    with torch.no_grad():
+        full = model.body(tokens, mask=masks.AttentionMask(is_real=is_real))
+        got = model.body(tokens, mask=masks.AttentionMask(is_real=is_real), only_positions=positions)
+    torch.testing.assert_close(got, full[torch.arange(2), positions], atol=ATOL, rtol=0)

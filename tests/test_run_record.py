@@ -109,6 +109,11 @@ def test_training_writes_records_the_reader_accepts(trained):
     assert record.status == "completed" and record.error is None and record.steps == 3
     assert [attempt["from_step"] for attempt in record.resumed] == [2]
     assert record.val_history[-1]["step"] == 3 and record.extra == {}
+    # what each `auto` speed setting chose on this CPU: eager, the loss in 16 MiB chunks
+    assert record.speed == {
+        "compile": False, "attention_backend": "auto", "loss_chunk_size": 16 * 2**20 // (4 * record.vocab_size),
+        "activation_checkpointing": False, "fused_adamw": False, "tf32": False,
+    }  # fmt: skip
 
 
 def test_the_periodic_checkpoint_keeps_the_state_key_of_old_checkpoints(trained):

@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import gc
 import math
+import statistics
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -109,13 +110,18 @@ def time_training(
     module: nn.Module, loss_of: Callable[[nn.Module], torch.Tensor], settings: Settings, tokens_per_step: int, compile: bool
 ) -> dict:
     """Forward, backward and AdamW on one batch: FLOPs counted on one eager step, then
-    `warmup` untimed steps (compilation happens in these), then `steps` timed ones."""
+    `warmup` untimed steps (compilation happens in these), then `steps` timed ones, each
+    on its own; tokens/s is of the median step (the mean is kept as `step_s_mean`)."""
     flops = counted_flops(module, loss_of, settings)
     memory = PeakMemory(settings.device)
-    first_loss, last_loss, step_s = _train_steps(module, loss_of, settings, compile, memory)
+    first_loss, last_loss, step_times = _train_steps(module, loss_of, settings, compile, memory)
+    # the median step: a shared machine's bursts of other work slow a few steps, which the
+    # mean would charge to whichever model happened to run through them
+    step_s = statistics.median(step_times)
     return {
         "tokens_per_s": tokens_per_step / step_s,
         "step_s": step_s,
+        "step_s_mean": statistics.fmean(step_times),
         "flops_per_step": flops,
         "peak_memory_bytes": memory.read(),
         "loss": float(first_loss),
@@ -126,9 +132,9 @@ def time_training(
 
 def _train_steps(
     module: nn.Module, loss_of: Callable[[nn.Module], torch.Tensor], settings: Settings, compile: bool, memory: PeakMemory
-) -> tuple[torch.Tensor, torch.Tensor, float]:
-    """(first loss, last loss, seconds per timed step). The optimizer and the compiled
-    runner live only in this call, so they are freed before the caller reads memory."""
+) -> tuple[torch.Tensor, torch.Tensor, list[float]]:
+    """(first loss, last loss, the seconds of each timed step). The optimizer and the
+    compiled runner live only in this call, so they are freed before the caller reads memory."""
     optimizer = torch.optim.AdamW(module.parameters(), lr=BENCH_LR, fused=True if settings.fused_adamw else None)
     runner = torch.compile(module) if compile else module
 
@@ -144,13 +150,14 @@ def _train_steps(
     first_loss = step()  # from the initial weights: the loss the transformers twin must match
     for _ in range(settings.warmup - 1):
         step()
-    synchronize(settings.device)
-    start = time.perf_counter()
+    times = []
     for _ in range(settings.steps):
+        synchronize(settings.device)
+        start = time.perf_counter()
         last_loss = step()
-    synchronize(settings.device)
-    seconds = time.perf_counter() - start
-    return first_loss, last_loss, seconds / settings.steps
+        synchronize(settings.device)
+        times.append(time.perf_counter() - start)
+    return first_loss, last_loss, times
 
 
 def free(device: str) -> None:

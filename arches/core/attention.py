@@ -51,6 +51,28 @@ class AttentionInputs:
     cache: KVCache | None = None
     block_mask: Any = None  # a FlexAttention BlockMask: attention runs through flex_attention instead of SDPA
 
+    def for_queries(self, positions: torch.Tensor, key_length: int, dense_mask: torch.Tensor | None = None) -> AttentionInputs:
+        """These inputs for one query per row, at `positions` (B,), over all `key_length`
+        keys: the mask's and the RoPE tables' rows of those queries. A block mask, which
+        cannot be cut by rows, is replaced by `dense_mask`, the same mask as a tensor."""
+        if self.cache is not None:
+            raise ValueError("one query per row is a fresh pass's; it takes no KV cache")
+        rows = torch.arange(len(positions), device=positions.device)
+
+        def pick(table: torch.Tensor) -> torch.Tensor:  # (B|1, X, T|1, Y) -> (B|1, X, 1, Y)
+            if table.shape[-2] == 1:
+                return table
+            # advanced indices on dims 0 and 2 put the row dim first: (B, X, Y)
+            return table.expand(len(positions), *table.shape[1:])[rows, :, positions][:, :, None]
+
+        mask = dense_mask if self.block_mask is not None else self.mask
+        mask = pick(mask) if mask is not None else None
+        if self.is_causal:  # SDPA's causal flag: each query sees the keys up to its own position
+            keys = torch.arange(key_length, device=positions.device)
+            mask = (keys[None, :] <= positions[:, None])[:, None, None, :]  # (B, 1, 1, S)
+        rope = tuple(pick(table) for table in self.rope) if self.rope is not None else None
+        return AttentionInputs(mask=mask, rope=rope, rope_keys=self.rope_keys or self.rope)
+
 
 def flex_available() -> bool:
     """FlexAttention ships with torch >= 2.5."""
@@ -91,9 +113,13 @@ class Attention(nn.Module):
         self.out_proj = nn.Linear(cfg.n_heads * cfg.head_dim, cfg.d_model, bias=cfg.bias)
         self.dropout = cfg.dropout
 
-    def forward(self, x: torch.Tensor, inputs: AttentionInputs, memory: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(
+        self, x: torch.Tensor, inputs: AttentionInputs, memory: torch.Tensor | None = None, keys: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """x (B, T, D) -> (B, T, D). Cross-attention takes its keys and values from
+        `memory`; self-attention from x, or from `keys` when x holds only some queries."""
         batch, length, _ = x.shape
-        source = memory if self.cross else x
+        source = memory if self.cross else x if keys is None else keys
         q = self.q_proj(x).view(batch, length, self.n_heads, self.head_dim).transpose(1, 2)  # (B, H, T, hd)
         k, v = self.kv_proj(source).view(batch, source.shape[1], 2, self.n_kv_heads, self.head_dim).unbind(2)
         k, v = k.transpose(1, 2), v.transpose(1, 2)  # (B, Hkv, S, hd)

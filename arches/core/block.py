@@ -74,28 +74,36 @@ class Block(nn.Module):
         inputs: AttentionInputs,
         memory: torch.Tensor | None = None,
         memory_inputs: AttentionInputs | None = None,
+        keys: torch.Tensor | None = None,
     ) -> torch.Tensor:
+        """`keys`: the states the self-attention reads when x holds only some of the
+        queries (Transformer's `only_positions`); None: x itself."""
+
         def cross(h: torch.Tensor) -> torch.Tensor:
             return self.dropout(self.cross_attn(h, memory_inputs or AttentionInputs(), memory))
+
+        def attend(h: torch.Tensor, norm: nn.Module | None) -> torch.Tensor:
+            context = None if keys is None else norm(keys) if norm is not None else keys
+            return self.dropout(self.attn(h, inputs, keys=context))
 
         if self.parallel:
             # GPT-J / GPT-NeoX (Wang & Komatsuzaki 2021): x + attn(norm1 x) + mlp(norm2 x)
             if self.pre_norm:
-                out = x + self.dropout(self.attn(self.attn_norm(x), inputs)) + self.mlp(self.mlp_norm(x))
+                out = x + attend(self.attn_norm(x), self.attn_norm) + self.mlp(self.mlp_norm(x))
                 if self.cross_attn is not None:
                     out = out + cross(self.cross_norm(x))
                 return out
-            out = x + self.dropout(self.attn(x, inputs)) + self.mlp(x)
+            out = x + attend(x, None) + self.mlp(x)
             if self.cross_attn is not None:
                 out = out + cross(x)
             return self.attn_norm(out)
         if self.pre_norm:  # GPT-2 onwards
-            x = x + self.dropout(self.attn(self.attn_norm(x), inputs))
+            x = x + attend(self.attn_norm(x), self.attn_norm)
             if self.cross_attn is not None:
                 x = x + cross(self.cross_norm(x))
             return x + self.mlp(self.mlp_norm(x))
         # post-norm, as in the original Transformer and BERT
-        x = self.attn_norm(x + self.dropout(self.attn(x, inputs)))
+        x = self.attn_norm(x + attend(x, None))
         if self.cross_attn is not None:
             x = self.cross_norm(x + cross(x))
         return self.mlp_norm(x + self.mlp(x))

@@ -106,10 +106,15 @@ class Transformer(nn.Module):
         memory: torch.Tensor | None = None,
         memory_mask: torch.Tensor | None = None,
         cache: KVCache | None = None,
+        only_positions: torch.Tensor | None = None,
     ) -> torch.Tensor:
+        """The final hidden states (B, T, D); with `only_positions` (B,), those of one
+        position per row, (B, D): the last block then computes only those queries (a
+        scorer reading one position per row, as pseudo-log-likelihood's masked copies
+        do, needs no more), and the earlier blocks every position, as they must."""
         batch, length = tokens.shape
         offset = cache.length if cache is not None else 0
-        block_mask = None
+        block_mask, parts = None, None
         if isinstance(mask, masks.AttentionMask):
             parts, mask = mask, None
             if offset and parts.causal:
@@ -150,7 +155,12 @@ class Transformer(nn.Module):
         memory_inputs = AttentionInputs(mask=memory_mask) if memory is not None else None
         x = self.embed(tokens, position_ids, block_position_ids)
         recompute = self.activation_checkpointing and self.training and torch.is_grad_enabled()
-        for block in self.blocks:
+        for index, block in enumerate(self.blocks):
+            if only_positions is not None and index == len(self.blocks) - 1:
+                dense = masks.with_self(parts.dense(length, tokens.device)) if block_mask is not None else None
+                queries = x[torch.arange(batch, device=x.device), only_positions][:, None]  # (B, 1, D)
+                query_inputs = inputs.for_queries(only_positions, x.shape[1], dense)
+                return self.final_norm(block(queries, query_inputs, memory, memory_inputs, keys=x))[:, 0]
             if recompute:
                 # non-reentrant checkpointing (the PyTorch docs' recommendation): keyword-free
                 # inputs of any type, and the RNG state is replayed so dropout matches
@@ -258,15 +268,16 @@ class ChunkedCrossEntropy(torch.autograd.Function):
         for start in range(0, hidden.shape[0], chunk_size):
             rows = slice(start, start + chunk_size)
             chunk, chunk_labels, chunk_has_label = hidden[rows], labels[rows], has_label[rows]
-            logits = F.linear(chunk, weight, bias).float()  # (n, V): the one block of logits alive
+            # (n, V): log_softmax is one fused pass on a CPU, where logsumexp takes four
+            # (max, subtract, exp, sum: measured 9.7 against 13.7 ms for 512 x 8192)
+            log_probs = torch.log_softmax(F.linear(chunk, weight, bias).float(), dim=-1)
             targets = chunk_labels.clamp(min=0)[:, None]
-            log_normalizer = torch.logsumexp(logits, dim=-1)
-            token_loss = log_normalizer - logits.gather(1, targets)[:, 0]
+            token_loss = -log_probs.gather(1, targets)[:, 0]
             total = total + torch.where(chunk_has_label, token_loss, 0.0).sum()
             if not (needs_hidden or needs_weight or needs_bias):
                 continue
             # d(sum of token losses)/d(logits) = softmax - one_hot, zero on unlabelled rows
-            grad_logits = logits.sub_(log_normalizer[:, None]).exp_()  # in place: softmax, no second block
+            grad_logits = log_probs.exp_()  # in place: the softmax, no further block
             grad_logits.scatter_add_(1, targets, torch.full_like(targets, -1.0, dtype=grad_logits.dtype))
             grad_logits.mul_(chunk_has_label[:, None])
             if needs_hidden:

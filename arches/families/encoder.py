@@ -190,9 +190,11 @@ class EncoderScorer(BaseScorer):
         with torch.inference_mode():
             for chunk in batches([len(row) for row, _, _ in copies], batch_size):
                 tokens, is_real = pad_rows([copies[i][0] for i in chunk], self.specials.pad, self.device)
-                hidden = self.model.body(tokens, mask=masks.AttentionMask(is_real=is_real))  # (B, T, D)
+                scored = torch.tensor([copies[i][1] for i in chunk], device=self.device)
+                # each copy is read at one position: the last block computes that query only
+                hidden = self.model.body(tokens, mask=masks.AttentionMask(is_real=is_real), only_positions=scored)  # (B, D)
                 chunk_logprobs, chunk_greedy = score_positions(
-                    self.model.head, hidden, list(range(len(chunk))), [copies[i][1] for i in chunk], [copies[i][2] for i in chunk]
+                    self.model.head, hidden[:, None], list(range(len(chunk))), [0] * len(chunk), [copies[i][2] for i in chunk]
                 )
                 logprobs[chunk], greedy[chunk] = chunk_logprobs, chunk_greedy
         return sum_by_request(owners, logprobs, greedy, len(requests))

@@ -109,12 +109,13 @@ def model_facts(plan: Plan, model) -> tuple[dict, float, bool]:
     return counts, flops_per_token, gpu
 
 
-def apply_speed_settings(cfg: DictConfig, model_cfg, model, gpu: bool) -> SpeedConfig:
+def apply_speed_settings(cfg: DictConfig, model_cfg, model, gpu: bool) -> dict:
     """Checks and applies the speed settings (arches.core.config.SpeedConfig, trainer.compile,
-    train.fused_adamw, train.tf32) to the built model; returns the SpeedConfig."""
+    train.fused_adamw, train.tf32) to the built model; returns what each `auto` chose on
+    this device, for run.json's `speed`."""
     speed = SpeedConfig.from_train(cfg.train)
     speed.check(model_cfg, training_on_cpu=not gpu)
-    fused_adamw(cfg.train.get("fused_adamw", "auto"), torch.device("cuda" if gpu else "cpu"))  # validates
+    fused = fused_adamw(cfg.train.get("fused_adamw", "auto"), torch.device("cuda" if gpu else "cpu"))  # validates
     compiled = compile_wanted(cfg.trainer.get("compile", "auto"), gpu)
     tf32 = cfg.train.get("tf32", True)  # a strict boolean (check_train_settings)
     apply_speed(model, speed, gpu)
@@ -126,7 +127,14 @@ def apply_speed_settings(cfg: DictConfig, model_cfg, model, gpu: bool) -> SpeedC
         # nn.Module.compile compiles in place: the state_dict keeps its keys (no `_orig_mod.`),
         # so checkpoints load into a compiled or an eager model alike
         model.compile()
-    return speed
+    return {
+        "compile": compiled,
+        "attention_backend": speed.attention_backend,
+        "loss_chunk_size": speed.loss_chunk_rows(model_cfg.vocab_size, gpu),
+        "activation_checkpointing": speed.activation_checkpointing,
+        "fused_adamw": fused,
+        "tf32": bool(gpu and tf32),
+    }
 
 
 def _datamodule(plan: Plan):

@@ -94,8 +94,9 @@ def plan_run(cfg: DictConfig) -> Plan:
     return Plan(cfg, arch, spec, seq_len, prepared, model_cfg, world, steps, resolved, run_dir, lead, state, interval, keep)
 
 
-def open_run(plan: Plan, counts: dict, flops_per_token: float, gpu: bool, precision: str) -> None:
-    """Create the run folder (a fresh start) or reopen it (a resume), and record the attempt's start."""
+def open_run(plan: Plan, counts: dict, flops_per_token: float, gpu: bool, precision: str, speed: dict | None = None) -> None:
+    """Create the run folder (a fresh start) or reopen it (a resume), and record the attempt's
+    start, with `speed`: what the speed settings chose on this device (fit.apply_speed_settings)."""
     run_dir, ckpt_path = plan.run_dir, plan.checkpoint
     spec, arch, cfg = plan.spec, plan.arch, plan.cfg
     try:
@@ -111,7 +112,7 @@ def open_run(plan: Plan, counts: dict, flops_per_token: float, gpu: bool, precis
             print(f"arches: resuming {run_dir.name} from {ckpt_path.name}", file=sys.stderr)
         if plan.lead:
             fields = start_fields(cfg, arch, spec, plan.prepared, counts, flops_per_token, plan.steps, plan.seq_len,
-                                  gpu, plan.world, run_dir.name)  # fmt: skip
+                                  gpu, plan.world, run_dir.name) | {"speed": speed}  # fmt: skip
             record_start(run_dir, fields, precision, gpu, plan.world)
     except OSError as error:
         raise write_failure(error, str(run_dir)) from error
@@ -130,6 +131,6 @@ def train(cfg: DictConfig, callbacks: list | None = None) -> dict:
 
     model = fit.build_model(plan)  # before any folder exists: a model too large leaves none
     counts, flops_per_token, gpu = fit.model_facts(plan, model)
-    fit.apply_speed_settings(cfg, plan.model_cfg, model, gpu)  # checked before any folder exists
-    open_run(plan, counts, flops_per_token, gpu, fit.precision(cfg))
+    speed = fit.apply_speed_settings(cfg, plan.model_cfg, model, gpu)  # checked before any folder exists
+    open_run(plan, counts, flops_per_token, gpu, fit.precision(cfg), speed)
     return fit.fit(plan, model, flops_per_token, callbacks)

@@ -66,6 +66,9 @@ class RunRecord:
     knobs: dict | None = None
     deterministic_kernels: bool | None = None
     determinism_note: str | None = None
+    # how the model computed on this device: what trainer.compile and each `auto` speed
+    # setting chose (arches.train.fit.apply_speed_settings); never what it computes
+    speed: dict | None = None
     # the code, libraries and device of the latest attempt, and each change (arches.provenance)
     provenance: dict | None = None
     provenance_history: list[dict] | None = None
