@@ -10,6 +10,7 @@ from conftest import SEQ_LEN, SPECIALS, VOCAB, composed, windows
 from arches import registry
 from arches.core import attention, masks
 from arches.core.config import SpeedConfig
+from arches.core.positions import RelativePositionBias
 from arches.core.stack import apply_speed
 
 ATOL = 1e-5
@@ -158,3 +159,46 @@ def test_one_query_per_row_after_flex_attention_blocks(monkeypatch) -> None:
         full = model.body(tokens, mask=masks.AttentionMask(is_real=is_real))
         got = model.body(tokens, mask=masks.AttentionMask(is_real=is_real), only_positions=positions)
     torch.testing.assert_close(got, full[torch.arange(2), positions], atol=ATOL, rtol=0)
+
+
+@pytest.mark.parametrize("bidirectional", [True, False])
+@pytest.mark.parametrize(("length", "key_length", "offset"), [(1, 1, 0), (7, 7, 0), (40, 40, 0), (1, 9, 8), (3, 10, 7)])
+def test_t5_bias_laid_out_by_distance_is_the_bias_of_every_pair(bidirectional: bool, length: int, key_length: int, offset: int) -> None:
+    """`consecutive` (one lookup per distance, laid along the diagonals) against `forward`
+    (one lookup per query and key), the plain path: the same bias, exactly, in a fresh
+    pass and after cached keys, and the same gradient for the table."""
+    torch.manual_seed(0)
+    bias = RelativePositionBias(n_heads=3, buckets=32, max_distance=20, bidirectional=bidirectional)
+    queries, keys = torch.arange(offset, offset + length)[None], torch.arange(key_length)[None]
+    plain = bias(queries, keys)
+    laid_out = bias.consecutive(length, key_length, offset)
+    assert torch.equal(laid_out, plain)
+    weights = torch.randn_like(plain)
+    plain_grad = torch.autograd.grad((plain * weights).sum(), bias.table.weight)[0]
+    laid_out_grad = torch.autograd.grad((bias.consecutive(length, key_length, offset) * weights).sum(), bias.table.weight)[0]
+    torch.testing.assert_close(laid_out_grad, plain_grad, atol=ATOL, rtol=1e-5)  # sums in another order
+
+
+@pytest.mark.parametrize(("name", "model_overrides"), [("t5", {}), ("bloom", {}), ("t5", {"n_kv_heads": 1}), ("bert", {"position": "alibi"})])
+def test_biased_attention_on_a_cpu_equals_sdpa(name: str, model_overrides: dict, monkeypatch) -> None:
+    """The CPU's own attention for an additive bias (T5's, ALiBi's) against SDPA with the
+    same bias as its mask, the plain path: loss and gradients of a whole training step,
+    through padding, the causal decoder and grouped kv heads."""
+    model = build(name, **model_overrides)
+    batch = collate(name)
+    calls = []
+    own = attention.biased_attention
+
+    def counted(*args):
+        calls.append(1)
+        return own(*args)
+
+    monkeypatch.setattr(attention, "biased_attention", counted)
+    got = loss_and_grads(model, family_loss(batch))
+    assert calls, "the biased path must run"
+
+    def sdpa(q, k, v, bias, dropout):
+        return torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=bias, dropout_p=dropout)
+
+    monkeypatch.setattr(attention, "biased_attention", sdpa)
+    assert_same(got, loss_and_grads(model, family_loss(batch)))

@@ -102,6 +102,18 @@ def flex_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, block_mask
     return eager(q, k, v, block_mask=block_mask)
 
 
+def biased_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: torch.Tensor, dropout: float) -> torch.Tensor:
+    """softmax(q k^T / sqrt(d) + bias) v for an additive mask (ALiBi's, T5's) on a CPU. SDPA
+    has no CPU kernel for a bias that takes a gradient and falls back to this same math,
+    plus a pass that zeroes fully masked rows, which `masks.with_self` rules out here
+    (measured on T5's tiny step: 9.5 against 12.7 ms for a (8, 2, 232, 64) layer)."""
+    scores = torch.matmul(q, k.transpose(-1, -2)) * q.shape[-1] ** -0.5 + bias
+    weights = torch.softmax(scores, dim=-1)
+    if dropout:
+        weights = F.dropout(weights, dropout)
+    return torch.matmul(weights, v)
+
+
 class Attention(nn.Module):
     def __init__(self, cfg: ModelConfig, layer_index: int = 0, cross: bool = False) -> None:
         super().__init__()
@@ -130,15 +142,19 @@ class Attention(nn.Module):
             k, v = inputs.cache.update(self.layer_index, k, v)
         grouped = self.n_kv_heads != self.n_heads  # grouped / multi-query: each kv head serves several
         uses_flex = inputs.block_mask is not None and not self.cross
-        if grouped and (uses_flex or not SDPA_SHARES_KV_HEADS):
+        mask = inputs.mask
+        biased_on_cpu = mask is not None and mask.dtype != torch.bool and q.device.type == "cpu"
+        if grouped and (uses_flex or biased_on_cpu or not SDPA_SHARES_KV_HEADS):
             repeat = self.n_heads // self.n_kv_heads
             k, v = k.repeat_interleave(repeat, dim=1), v.repeat_interleave(repeat, dim=1)
         if uses_flex:  # the mask and any padding are in the block mask
             out = flex_attention(q, k, v, inputs.block_mask)  # (B, H, T, hd)
             return self.out_proj(out.transpose(1, 2).reshape(batch, length, self.n_heads * self.head_dim))
-        mask = inputs.mask
         if mask is not None and mask.dtype != torch.bool:
             mask = mask.to(q.dtype)  # an additive mask in the attention's dtype (bf16 under autocast)
+        if biased_on_cpu:
+            out = biased_attention(q, k, v, mask, self.dropout if self.training else 0.0)
+            return self.out_proj(out.transpose(1, 2).reshape(batch, length, self.n_heads * self.head_dim))
         is_causal = inputs.is_causal and mask is None
         # SDPA shares the kv heads itself (enable_gqa), in its kernels, without the copies
         gqa = {"enable_gqa": True} if grouped and SDPA_SHARES_KV_HEADS else {}

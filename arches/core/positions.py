@@ -91,6 +91,19 @@ class RelativePositionBias(nn.Module):
         bucket = t5_relative_buckets(relative, self.bidirectional, self.buckets, self.max_distance)
         return self.table(bucket).permute(0, 3, 1, 2)  # (B, H, T, S)
 
+    def consecutive(self, length: int, key_length: int, offset: int = 0) -> torch.Tensor:
+        """The bias of queries at positions offset..offset+length-1 over keys at
+        0..key_length-1, (1, H, T, S), as `forward` gives it. It depends on the distance
+        j - i only, so the table is looked up once per distance (T + S - 1 of them) and
+        laid out along the diagonals (`unfold`), whose backward sums them natively: the
+        table's gradient no longer goes through an embedding backward over T x S indices."""
+        device = self.table.weight.device
+        distances = torch.arange(-(length - 1) - offset, key_length - offset, device=device)  # (T + S - 1,)
+        bucket = t5_relative_buckets(distances, self.bidirectional, self.buckets, self.max_distance)
+        per_distance = self.table(bucket).t()  # (H, T + S - 1): element k is distance k - (T - 1) - offset
+        # windows[h, k, j] = per_distance[h, k + j]; query i takes window k = T - 1 - i
+        return per_distance.unfold(1, key_length, 1).flip(1)[None]  # (1, H, T, S)
+
 
 def document_position_ids(doc_ids: torch.Tensor) -> torch.Tensor:
     """Positions that restart at 0 where each packed document starts: (B, T) document

@@ -148,7 +148,9 @@ class Transformer(nn.Module):
                 key_positions = torch.arange(offset + length, device=tokens.device).expand(len(table_positions), -1)
             if self.cfg.position == "alibi":
                 bias = alibi_bias(self.alibi_slopes, table_positions, key_positions)
-            else:  # computed once, added in every layer (T5's layer 0 computes it and passes it on)
+            elif shared_positions:  # computed once, added in every layer (T5's layer 0 computes it and passes it on)
+                bias = self.relative_bias.consecutive(length, key_positions.shape[-1], offset)
+            else:
                 bias = self.relative_bias(table_positions, key_positions)
             # the bias and the mask become one additive mask, once for every layer
             inputs.mask, inputs.is_causal = masks.with_bias(bias, mask, is_causal, key_positions.shape[-1]), False
