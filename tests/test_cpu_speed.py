@@ -103,8 +103,8 @@ def test_a_bias_and_a_mask_become_one_additive_mask() -> None:
 @pytest.mark.parametrize("name", ["falcon", "t5"])
 def test_sdpa_sharing_the_kv_heads_equals_repeating_them(name: str, monkeypatch) -> None:
     """Grouped-query attention through SDPA's enable_gqa against the plain path, each kv
-    head repeated for its query heads: falcon's causal decoder, and T5 with one kv head,
-    through the additive bias mask and the cross-attention too."""
+    head repeated for its query heads: falcon's causal decoder, and T5 with one kv head
+    through its padded cross-attention (its biased self-attention repeats the heads)."""
     model = build(name, n_kv_heads=1)
     assert any(m.n_kv_heads != m.n_heads for m in model.modules() if isinstance(m, attention.Attention))
     batch = collate(name)

@@ -144,7 +144,12 @@ class Attention(nn.Module):
         uses_flex = inputs.block_mask is not None and not self.cross
         mask = inputs.mask
         biased_on_cpu = mask is not None and mask.dtype != torch.bool and q.device.type == "cpu"
-        if grouped and (uses_flex or biased_on_cpu or not SDPA_SHARES_KV_HEADS):
+        # SDPA shares the kv heads itself (enable_gqa) in its CPU kernels and CUDA's flash
+        # kernel, without the copies; with a mask on CUDA its memory-efficient kernel, which
+        # takes no GQA, would give way to the math one, so the heads are repeated there
+        sdpa_shares = grouped and SDPA_SHARES_KV_HEADS and not uses_flex and not biased_on_cpu
+        sdpa_shares = sdpa_shares and (mask is None or q.device.type == "cpu")
+        if grouped and not sdpa_shares:
             repeat = self.n_heads // self.n_kv_heads
             k, v = k.repeat_interleave(repeat, dim=1), v.repeat_interleave(repeat, dim=1)
         if uses_flex:  # the mask and any padding are in the block mask
@@ -156,8 +161,7 @@ class Attention(nn.Module):
             out = biased_attention(q, k, v, mask, self.dropout if self.training else 0.0)
             return self.out_proj(out.transpose(1, 2).reshape(batch, length, self.n_heads * self.head_dim))
         is_causal = inputs.is_causal and mask is None
-        # SDPA shares the kv heads itself (enable_gqa), in its kernels, without the copies
-        gqa = {"enable_gqa": True} if grouped and SDPA_SHARES_KV_HEADS else {}
+        gqa = {"enable_gqa": True} if sdpa_shares else {}
         out = F.scaled_dot_product_attention(
             q, k, v, attn_mask=mask, is_causal=is_causal, dropout_p=self.dropout if self.training else 0.0, **gqa
         )  # (B, H, T, hd)
