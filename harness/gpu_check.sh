@@ -13,9 +13,9 @@
 # summary.json and summary.txt (the table).
 #
 # The GPU machine has no network and lacks hydra-core, omegaconf, optuna and lm-eval (nor
-# datasets), and pytest: collect their wheels here first, once, as harness/gpu_bench.sh's
-# header says (../shared/tools/offline-wheels hydra-core optuna lm-eval pytest pytest-xdist
-# -> .whl/), and carry them:
+# datasets; pytest and pytest-xdist are there): collect their wheels here first, once, as
+# harness/gpu_bench.sh's header says (../shared/tools/offline-wheels hydra-core optuna
+# lm-eval -> .whl/), and carry them:
 #     device run: command "bash harness/gpu_check.sh", carry [".whl"], timeout_s 600
 #
 # Usage:  bash harness/gpu_check.sh [--dry-run] [bench overrides...]
