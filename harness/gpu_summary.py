@@ -16,12 +16,10 @@ import sys
 from pathlib import Path
 from xml.etree import ElementTree
 
+from arches.errors import UserError
+
 USAGE = "usage: python -m harness.gpu_summary OUT [--dry-run] STAGE=STATUS:SECONDS ..."
 TIMEOUT = 124  # timeout(1)'s exit status
-
-
-class SummaryError(Exception):
-    """Bad input: one line for the user."""
 
 
 # (label, what is measured, the threshold it must reach). The decoders' MFU rows are added per
@@ -42,7 +40,7 @@ def parse_stages(args: list[str]) -> dict[str, dict]:
     for arg in args:
         match = re.fullmatch(r"([A-Za-z_]\w*)=(-?\d+|skipped):(\d+(?:\.\d*)?)", arg)
         if not match:
-            raise SummaryError(f"'{arg}' is not STAGE=STATUS:SECONDS (e.g. tests=0:12.5); {USAGE}")
+            raise UserError(f"'{arg}' is not STAGE=STATUS:SECONDS (e.g. tests=0:12.5); {USAGE}")
         name, status, seconds = match.groups()
         stages[name] = {"status": status if status == "skipped" else int(status), "seconds": float(seconds)}
     return stages
@@ -54,7 +52,7 @@ def read_json(path: Path) -> dict | None:
     try:
         return json.loads(path.read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError) as error:
-        raise SummaryError(f"{path} is not readable JSON: {error}") from None
+        raise UserError(f"{path} is not readable JSON: {error}") from None
 
 
 def test_counts(out: Path) -> dict | None:
@@ -64,7 +62,7 @@ def test_counts(out: Path) -> dict | None:
         try:
             root = ElementTree.parse(xml).getroot()
         except ElementTree.ParseError as error:
-            raise SummaryError(f"{xml} is not readable XML: {error}") from None
+            raise UserError(f"{xml} is not readable XML: {error}") from None
         suites = [root] if root.tag == "testsuite" else root.findall("testsuite")
         counts = {key: sum(int(s.get(key, 0)) for s in suites) for key in ("tests", "failures", "errors", "skipped")}
         counts["passed"] = counts["tests"] - counts["failures"] - counts["errors"] - counts["skipped"]
@@ -109,7 +107,7 @@ def targets(bench: dict | None) -> list[dict]:
 
 def summarize(out: Path, stages: dict[str, dict], dry_run: bool = False) -> dict:
     if not out.is_dir():
-        raise SummaryError(f"{out} is not a folder (the check's OUT)")
+        raise UserError(f"{out} is not a folder (the check's OUT)")
     bench = read_json(out / "bench.json")
     meta = (bench or {}).get("meta") or {}
     measured = {"device": meta.get("device_name"), "precision": meta.get("precision"), "size": meta.get("size"),
@@ -175,9 +173,9 @@ def main(argv: list[str] | None = None) -> int:
     args = [arg for arg in args if arg != "--dry-run"]
     try:
         if not args or args[0].startswith("-"):
-            raise SummaryError(USAGE)
+            raise UserError(USAGE)
         summary = summarize(Path(args[0]), parse_stages(args[1:]), dry_run)
-    except SummaryError as error:
+    except UserError as error:
         print(f"gpu_summary: {error}", file=sys.stderr)
         return 2
     print(render(summary))

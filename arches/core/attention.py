@@ -147,8 +147,9 @@ class Attention(nn.Module):
         # SDPA shares the kv heads itself (enable_gqa) in its CPU kernels and CUDA's flash
         # kernel, without the copies; with a mask on CUDA its memory-efficient kernel, which
         # takes no GQA, would give way to the math one, so the heads are repeated there
-        sdpa_shares = grouped and SDPA_SHARES_KV_HEADS and not uses_flex and not biased_on_cpu
-        sdpa_shares = sdpa_shares and (mask is None or q.device.type == "cpu")
+        sdpa_shares = grouped and SDPA_SHARES_KV_HEADS and not uses_flex and not biased_on_cpu and (
+            mask is None or q.device.type == "cpu"
+        )
         if grouped and not sdpa_shares:
             repeat = self.n_heads // self.n_kv_heads
             k, v = k.repeat_interleave(repeat, dim=1), v.repeat_interleave(repeat, dim=1)

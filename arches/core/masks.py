@@ -73,9 +73,8 @@ def with_self(mask: torch.Tensor) -> torch.Tensor:
 def with_bias(bias: torch.Tensor, mask: torch.Tensor | None, is_causal: bool, key_length: int) -> torch.Tensor:
     """An additive bias (ALiBi, T5's relative bias) and the boolean mask as one additive
     mask: -inf where the mask hides a key. Built once per forward pass, not per layer."""
-    if mask is None and is_causal:
-        length = bias.shape[-2]
-        mask = torch.ones(length, key_length, dtype=torch.bool, device=bias.device).tril(key_length - length)
+    if mask is None and is_causal:  # the last T rows of the causal mask: T queries after S - T cached keys
+        mask = causal(key_length, bias.device)[key_length - bias.shape[-2] :]
     return bias if mask is None else bias.masked_fill(~mask, float("-inf"))
 
 

@@ -127,7 +127,7 @@ class Transformer(nn.Module):
                 mask = parts.dense(length, tokens.device)
         # every row's positions are the default ones unless given: the RoPE tables and the
         # ALiBi and T5 biases are then computed for one row and broadcast over the batch
-        # (T5's relative bias per row made its table's backward a tenth of a CPU step)
+        # (T5's relative bias per row made its table's backward a fifth of a CPU step)
         shared_positions = position_ids is None
         if shared_positions:
             position_ids = torch.arange(offset, offset + length, device=tokens.device).expand(batch, length)
