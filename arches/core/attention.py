@@ -15,7 +15,6 @@ from torch import nn
 from arches.core.config import ModelConfig
 from arches.core.positions import apply_rope
 
-
 SDPA_SHARES_KV_HEADS = torch.torch_version.TorchVersion(torch.__version__) >= "2.5"  # SDPA's enable_gqa
 
 
